@@ -1,0 +1,1 @@
+"""Datasets of the two tasks: generation, validation, loading, filters and variants."""
