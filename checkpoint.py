@@ -1,0 +1,79 @@
+"""Training checkpoints: `checkpoint_{step}.pth`, readable by the research tools and by ours.
+
+The research keys (`model_state_dict` in `model.`-prefixed research names, `scheduler_state_dict`)
+come first; the rest is what an exact resume needs. Everything is tensors, numbers, strings and
+containers, so it loads with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+
+import numpy as np
+import torch
+
+from transformer_helpers import load_checkpoint_file, research_state_dict
+from util import HierGenError, atomic_open
+
+FORMAT = "hier_gen/1"
+_NAME = re.compile(r"checkpoint_(\d+)\.pth$")
+
+
+def checkpoint_path(run_dir: str, step: int) -> str:
+    return os.path.join(run_dir, f"checkpoint_{step}.pth")
+
+
+def save_checkpoint(path: str, *, model, optimizer, scheduler, step: int, sampler_state: dict,
+                    vocab_words: list[str], args: dict) -> None:
+    state = {
+        "model_state_dict": research_state_dict(model),
+        "scheduler_state_dict": scheduler.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "step": step,
+        "sampler_state": sampler_state,
+        "rng_state": rng_state(),
+        "vocab": list(vocab_words),
+        "args": args,
+        "format": FORMAT,
+    }
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_training_checkpoint(path: str) -> dict:
+    """A checkpoint written by this project (all resume keys present)."""
+    state = load_checkpoint_file(path)
+    if state.get("format") != FORMAT:
+        raise HierGenError(f"{path}: not a checkpoint written by hier_gen (cannot resume from it)")
+    return state
+
+
+def checkpoint_steps(run_dir: str) -> list[int]:
+    """Steps of the complete checkpoints in a run directory, ascending (temporaries ignored)."""
+    steps = [int(m.group(1)) for name in os.listdir(run_dir) if (m := _NAME.fullmatch(name))]
+    return sorted(steps)
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch generator states in weights_only-loadable form."""
+    version, mt, gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [version, list(mt), gauss],
+        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,210 @@
+"""The command line of train_transformers.py, parsed and validated once into a typed Config.
+
+Flag names, spellings and defaults are those of the research code (users bring its commands and
+SLURM scripts); the rest of the code receives a Config and never reads argparse or os.environ.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import dataclass
+
+from data_utils.config import DataConfig, add_data_arguments
+from transformer_helpers import ModelConfig
+from util import HierGenError
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, evaluation, output and logging settings."""
+
+    seed: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    num_warmup_steps: int
+    max_grad_norm: float
+    no_decay_lr: bool
+    max_train_steps: int
+    continue_lr: bool
+    model_load_path: str
+    is_prefix_lm: bool
+    label_smoothing: float
+    callback: bool
+    eval_keys: tuple[str, ...]
+    eval_every: int
+    eval_batch_size: int
+    save_every: int
+    save_dir: str | None
+    save_prefix: str | None
+    device: str
+    run_name: str | None
+    wandb_mode: str
+    wandb_entity: str | None
+    slurm_job_id: str | None
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    args: dict  # every argument as parsed: args.json and the W&B config
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises HierGenError instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise HierGenError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(description="Train a transformer LM on question formation or tense inflection.")
+    m = p.add_argument_group("model")
+    m.add_argument("--vec_dim", type=int, default=512, help="model width")
+    m.add_argument("--n_heads", type=int, default=8, help="attention heads")
+    m.add_argument("--ff_multiplier", type=int, default=4, help="feed-forward width = multiplier x vec_dim")
+    m.add_argument("--encoder_n_layers", type=int, default=6, help="LM layers")
+    m.add_argument("--decoder_n_layers", type=int, default=2, help="decoder layers (enc_dec seq2seq only)")
+    m.add_argument("--mode", default="enc_dec", choices=["enc_dec", "enc"],
+                   help="enc_dec = the LM (or seq2seq with --not_lm), enc = classifier")
+    m.add_argument("--not_lm", action="store_true", help="seq2seq encoder-decoder instead of the LM")
+    m.add_argument("--tied-embedding", action="store_true", help="tie input embedding and output projection")
+    m.add_argument("--gated-model", action="store_true", help="attention heads with L0 gates")
+    m.add_argument("--dropout", type=float, default=0.1, help="dropout everywhere")
+    m.add_argument("--no-pos-enc", action="store_true", help="no positional encoding")
+    m.add_argument("--pos_scale", type=float, default=1.0, help="scale of the positional encoding")
+    m.add_argument("--causal_encoder", action="store_true", help="causal mask in the classifier encoder")
+    m.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the training loss")
+    m.add_argument("--is_prefix_lm", action="store_true", help="loss only on the output half")
+
+    add_data_arguments(p.add_argument_group("data"))
+
+    t = p.add_argument_group("training")
+    t.add_argument("--seed", type=int, default=42, help="training seed (model init, batch order, dropout)")
+    t.add_argument("--batch_size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--weight_decay", type=float, default=0.0)
+    t.add_argument("--num_warmup_steps", type=int, default=10000)
+    t.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient-norm clipping; 0 = none")
+    t.add_argument("--no_decay_lr", action="store_true", help="constant lr after warmup")
+    t.add_argument("--max_train_steps", type=int, default=200000,
+                   help="number of optimizer updates; 0 = evaluate once and exit")
+    t.add_argument("--model_load_path", default="", help="initialise from a checkpoint (ours or research)")
+    t.add_argument("--continue_lr", action="store_true",
+                   help="continue the lr schedule (and step count) of --model_load_path")
+    t.add_argument("--gpu_id", type=int, default=0, help="CUDA device index (with --device auto or cuda)")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+    e = p.add_argument_group("evaluation and output")
+    e.add_argument("--callback", action="store_true", help="compute the task accuracy at each evaluation")
+    e.add_argument("--eval_keys", default="", help="comma-separated evaluation splits (default val,test)")
+    e.add_argument("--eval_every", type=int, default=1000)
+    e.add_argument("--eval_batch_size", type=int, default=256, help="batch size of evaluation passes")
+    e.add_argument("--save_every", type=int, default=10000)
+    e.add_argument("--save_dir", default=None, help="where runs are written (nothing written when absent)")
+    e.add_argument("--save_prefix", default=None, help="run directory name (under --save_dir)")
+    e.add_argument("--run_name", default=None, help="W&B run name; no W&B logging without it")
+    e.add_argument("--wandb_mode", default=None, choices=WANDB_MODES,
+                   help="W&B mode (default: $WANDB_MODE or online)")
+    e.add_argument("--wandb_entity", default=None, help="W&B entity (default: $WANDB_ENTITY)")
+    return p
+
+
+def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> Config:
+    """Parse and validate the command line; raise HierGenError on anything that cannot work."""
+    environ = dict(os.environ if environ is None else environ)
+    ns = build_parser().parse_args(argv)
+    _check_model_flags(ns)
+    _check_training_flags(ns)
+    model = ModelConfig(vec_dim=ns.vec_dim, n_heads=ns.n_heads, ff_multiplier=ns.ff_multiplier,
+                        encoder_n_layers=ns.encoder_n_layers, dropout=ns.dropout,
+                        tied_embedding=ns.tied_embedding, no_pos_enc=ns.no_pos_enc,
+                        pos_scale=ns.pos_scale)
+    train = TrainConfig(
+        seed=ns.seed, batch_size=ns.batch_size, lr=ns.lr, weight_decay=ns.weight_decay,
+        num_warmup_steps=ns.num_warmup_steps, max_grad_norm=ns.max_grad_norm,
+        no_decay_lr=ns.no_decay_lr, max_train_steps=ns.max_train_steps,
+        continue_lr=ns.continue_lr, model_load_path=ns.model_load_path,
+        is_prefix_lm=ns.is_prefix_lm, label_smoothing=ns.label_smoothing, callback=ns.callback,
+        eval_keys=tuple(k.strip() for k in ns.eval_keys.split(",") if k.strip()) or ("val", "test"),
+        eval_every=ns.eval_every, eval_batch_size=ns.eval_batch_size, save_every=ns.save_every,
+        save_dir=ns.save_dir, save_prefix=ns.save_prefix,
+        device=_device_name(ns.device, ns.gpu_id), run_name=ns.run_name,
+        wandb_mode=ns.wandb_mode or environ.get("WANDB_MODE") or "online",
+        wandb_entity=ns.wandb_entity or environ.get("WANDB_ENTITY"),
+        slurm_job_id=environ.get("SLURM_JOB_ID"),
+    )
+    if train.wandb_mode not in WANDB_MODES:
+        raise HierGenError(f"WANDB_MODE={train.wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
+    return Config(DataConfig.from_namespace(ns), model, train, vars(ns))
+
+
+def _check_model_flags(ns: argparse.Namespace) -> None:
+    if ns.not_lm or ns.mode == "enc" or ns.gated_model:
+        raise HierGenError("--not_lm, --mode enc and --gated-model (the seq2seq, classifier and gated "
+                           "families) are not implemented yet; only the LM is")
+    if ns.causal_encoder:
+        raise HierGenError("--causal_encoder applies to the classifier (--mode enc) only")
+    if ns.decoder_n_layers != 2:
+        raise HierGenError("--decoder_n_layers applies to the seq2seq model (--not_lm) only")
+    _require(ns.vec_dim >= 1 and ns.n_heads >= 1, "--vec_dim and --n_heads must be positive")
+    _require(ns.vec_dim % ns.n_heads == 0,
+             f"--vec_dim {ns.vec_dim} is not divisible by --n_heads {ns.n_heads}")
+    _require(ns.ff_multiplier >= 1, "--ff_multiplier must be at least 1")
+    _require(ns.encoder_n_layers >= 1, "--encoder_n_layers must be at least 1")
+    _require(0.0 <= ns.dropout < 1.0, "--dropout must be in [0, 1)")
+    _require(0.0 <= ns.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
+    _require(math.isfinite(ns.pos_scale), "--pos_scale must be finite")
+
+
+def _check_training_flags(ns: argparse.Namespace) -> None:
+    _require(ns.batch_size >= 1, f"--batch_size must be at least 1 (got {ns.batch_size})")
+    _require(ns.eval_batch_size >= 1, "--eval_batch_size must be at least 1")
+    _require(math.isfinite(ns.lr) and ns.lr >= 0, f"--lr must be a non-negative number (got {ns.lr})")
+    _require(math.isfinite(ns.weight_decay) and ns.weight_decay >= 0, "--weight_decay must be >= 0")
+    _require(ns.num_warmup_steps >= 0, "--num_warmup_steps must be >= 0")
+    _require(math.isfinite(ns.max_grad_norm) and ns.max_grad_norm >= 0, "--max_grad_norm must be >= 0")
+    _require(ns.max_train_steps >= 0, "--max_train_steps must be >= 0")
+    _require(ns.eval_every >= 1, f"--eval_every must be at least 1 (got {ns.eval_every})")
+    _require(ns.save_every >= 1, f"--save_every must be at least 1 (got {ns.save_every})")
+    _require(not ns.continue_lr or ns.model_load_path, "--continue_lr needs --model_load_path")
+    _require(ns.save_prefix is None or ns.save_dir is not None, "--save_prefix needs --save_dir")
+    if ns.model_load_path and not os.path.isfile(ns.model_load_path):
+        raise HierGenError(f"--model_load_path {ns.model_load_path}: no such file")
+
+
+def _device_name(device: str, gpu_id: int) -> str:
+    """Resolve --device/--gpu_id to a torch device string, refusing devices this machine lacks."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            return "cpu"
+    if device == "cuda":
+        device = f"cuda:{gpu_id}"
+    if device.startswith("cuda"):
+        index = device.partition(":")[2]
+        if not torch.cuda.is_available():
+            raise HierGenError(f"--device {device}: CUDA is not available on this machine")
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise HierGenError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return device
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise HierGenError("--device mps: MPS is not available on this machine")
+    if device not in ("cpu", "mps"):
+        raise HierGenError(f"--device {device!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise HierGenError(message)
