@@ -77,7 +77,8 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
         raise HierGenError(f"{path} is not a readable PyTorch checkpoint "
                            "(truncated, corrupt or another kind of file)") from None
     if not isinstance(loaded, dict):
-        raise HierGenError(f"{path} is not a checkpoint: it holds a {type(loaded).__name__}, not a dict")
+        kind = type(loaded).__name__
+        raise HierGenError(f"{path} is not a checkpoint: it holds a {kind}, not a dict")
     return loaded
 
 

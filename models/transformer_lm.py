@@ -30,8 +30,12 @@ class TransformerLM(nn.Module):
         self.pos = PositionalEncoding(d_model, MAX_LEN) if pos_enc else None
         self.input_embedding = nn.Embedding(n_tokens, d_model)
         self.dropout = nn.Dropout(dropout)
-        self.trafo = nn.ModuleDict({"encoder": TransformerEncoder(n_layers, d_model, n_heads, d_ff, dropout)})
-        self.output_map = TiedOutputMap(n_tokens) if tied_embedding else nn.Linear(d_model, n_tokens)
+        encoder = TransformerEncoder(n_layers, d_model, n_heads, d_ff, dropout)
+        self.trafo = nn.ModuleDict({"encoder": encoder})  # named like the research checkpoints
+        if tied_embedding:
+            self.output_map = TiedOutputMap(n_tokens)
+        else:
+            self.output_map = nn.Linear(d_model, n_tokens)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

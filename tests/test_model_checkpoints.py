@@ -28,7 +28,8 @@ def test_our_checkpoint_round_trips_in_the_research_layout(tmp_path):
     model = tiny_lm(seed=0)
     optimizer = torch.optim.AdamW(model.parameters())
     path = tmp_path / "checkpoint_0.pth"
-    torch.save({"model_state_dict": research_state_dict(model), "optimizer_state_dict": optimizer.state_dict(),
+    torch.save({"model_state_dict": research_state_dict(model),
+                "optimizer_state_dict": optimizer.state_dict(),
                 "scheduler_state_dict": {"last_epoch": 0}}, path)
     assert all(k.startswith("model.") for k in load_checkpoint_file(path)["model_state_dict"])
     other = tiny_lm(seed=1)
@@ -41,7 +42,8 @@ def test_research_checkpoint_with_decoder_keys_and_raw_pickle_load(tmp_path):
     model = tiny_lm(seed=0)
     state = research_state_dict(model)
     state["model.trafo.decoder.layers.0.norm3.weight"] = torch.ones(32)
-    load_model_weights(fresh := tiny_lm(seed=1), {"model_state_dict": state, "scheduler_state_dict": {}})
+    fresh = tiny_lm(seed=1)
+    load_model_weights(fresh, {"model_state_dict": state, "scheduler_state_dict": {}})
     assert torch.equal(logits(model), logits(fresh))
     torch.save(model.state_dict(), tmp_path / "model.pickle")  # Murty et al.: no `model.` prefix
     load_model_weights(fresh := tiny_lm(seed=1), str(tmp_path / "model.pickle"))
@@ -68,7 +70,8 @@ def assert_one_line_error(source, model=None, *fragments):
 def test_unreadable_files_are_user_errors(tmp_path):
     good = tmp_path / "good.pth"
     torch.save({"model_state_dict": research_state_dict(tiny_lm())}, good)
-    truncated, noise, listing = tmp_path / "truncated.pth", tmp_path / "noise.pth", tmp_path / "list.pth"
+    truncated, noise = tmp_path / "truncated.pth", tmp_path / "noise.pth"
+    listing = tmp_path / "list.pth"
     truncated.write_bytes(good.read_bytes()[:2000])
     noise.write_bytes(bytes(range(256)) * 8)
     torch.save([1, 2, 3], listing)
@@ -106,5 +109,6 @@ def test_checkpoints_of_another_model_are_user_errors(tmp_path):
                           "missing keys output_map.weight")
     assert_one_line_error(saved(tiny_lm(encoder_n_layers=3), "deep.pth"), None,
                           "unexpected keys trafo.encoder.layers.2.")
-    assert_one_line_error(saved(tiny_lm(vec_dim=64), "wide.pth"), None, "has shape [1, 5000, 64], the model needs [1, 5000, 32]")
+    assert_one_line_error(saved(tiny_lm(vec_dim=64), "wide.pth"), None,
+                          "has shape [1, 5000, 64], the model needs [1, 5000, 32]")
     assert_one_line_error({"model_state_dict": {"x": 1}}, None, "no model state dict")

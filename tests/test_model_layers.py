@@ -16,7 +16,8 @@ def tiny_lm(seed: int = 0, **overrides) -> torch.nn.Module:
 
 
 def random_tokens(batch: int, length: int, n_tokens: int = 13, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, n_tokens, (batch, length), generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, n_tokens, (batch, length), generator=generator)
 
 
 def test_default_config_has_the_research_parameter_count():
@@ -32,7 +33,8 @@ def test_state_dict_uses_the_research_names():
     assert shapes[layer + "self_attn.data_to_q.weight"] == [d, d]
     assert shapes[layer + "self_attn.data_to_kv.weight"] == [2 * d, d]
     assert shapes[layer + "self_attn.multi_head_merge.weight"] == [d, d]
-    assert shapes[layer + "linear1.weight"] == [4 * d, d] and shapes[layer + "linear2.weight"] == [d, 4 * d]
+    assert shapes[layer + "linear1.weight"] == [4 * d, d]
+    assert shapes[layer + "linear2.weight"] == [d, 4 * d]
     assert {layer + f"norm{i}.{p}" for i in (1, 2) for p in ("weight", "bias")} <= shapes.keys()
     assert len(shapes) == 4 + 2 * 11  # 11 tensors per layer
     untied = tiny_lm(tied_embedding=False).state_dict()
@@ -52,12 +54,14 @@ def test_init_follows_the_research_scheme():
     model = tiny_lm(vec_dim=64, ff_multiplier=2)
     layer = model.trafo["encoder"].layers[0]
     xavier = lambda fan_in, fan_out, gain=1.0: gain * math.sqrt(6 / (fan_in + fan_out))
-    assert model.output_map.weight.abs().max() <= 1 / math.sqrt(64)  # untied: PyTorch Linear default
+    # untied output map: PyTorch's Linear default
+    assert model.output_map.weight.abs().max() <= 1 / math.sqrt(64)
     assert layer.linear1.weight.abs().max() <= xavier(64, 128, math.sqrt(2))
     assert layer.linear1.weight.abs().max() > xavier(64, 128)  # the ReLU gain is really applied
     assert layer.self_attn.data_to_kv.weight.abs().max() <= xavier(64, 64)
     assert layer.self_attn.data_to_kv.weight.abs().max() > 0.9 * xavier(64, 64)
-    assert torch.equal(layer.norm1.weight, torch.ones(64)) and torch.equal(layer.norm2.bias, torch.zeros(64))
+    assert torch.equal(layer.norm1.weight, torch.ones(64))
+    assert torch.equal(layer.norm2.bias, torch.zeros(64))
     assert torch.equal(tiny_lm(tied_embedding=True).output_map.bias, torch.zeros(13))
 
 
@@ -90,7 +94,8 @@ def reference_forward(model, tokens: torch.Tensor, lengths: torch.Tensor) -> tor
     B, T = tokens.shape
     d = model.d_model
     x = model.input_embedding.weight[tokens] * math.sqrt(d) + model.pos.pe[0, :T] * model.pos_scale
-    allowed = torch.ones(T, T).tril().bool()[None] & (torch.arange(T)[None, :] < lengths[:, None])[:, None, :]
+    key_is_real = torch.arange(T)[None, :] < lengths[:, None]
+    allowed = torch.ones(T, T).tril().bool()[None] & key_is_real[:, None, :]
     for layer in model.trafo["encoder"].layers:
         att = layer.self_attn
         H, dh = att.n_heads, att.d_head
@@ -138,7 +143,8 @@ def test_dropout_is_active_in_training_only():
         assert not torch.equal(model(tokens), model(tokens))
 
 
-@pytest.mark.parametrize("bad", [dict(vec_dim=30, n_heads=4), dict(encoder_n_layers=0), dict(dropout=1.0)])
+@pytest.mark.parametrize("bad", [dict(vec_dim=30, n_heads=4), dict(encoder_n_layers=0),
+                                 dict(dropout=1.0)])
 def test_invalid_configuration_is_a_user_error(bad):
     with pytest.raises(HierGenError):
         ModelConfig(n_words=11, **bad)
@@ -146,5 +152,6 @@ def test_invalid_configuration_is_a_user_error(bad):
 
 def test_gradients_reach_every_parameter():
     model = tiny_lm(tied_embedding=True).train()
-    F.cross_entropy(model(random_tokens(2, 5)).flatten(0, 1), random_tokens(2, 5).flatten()).backward()
+    logits = model(random_tokens(2, 5))
+    F.cross_entropy(logits.flatten(0, 1), random_tokens(2, 5).flatten()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

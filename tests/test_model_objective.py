@@ -45,7 +45,8 @@ def test_lm_loss_is_the_token_mean_over_all_real_targets():
     torch.manual_seed(0)
     out = create_model_interface(create_lm(ModelConfig(n_words=n_words, vec_dim=16, n_heads=2,
                                                        encoder_n_layers=1)).eval())(batch)
-    expected = F.cross_entropy(out.logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
+    expected = F.cross_entropy(out.logits.flatten(0, 1), batch.targets.flatten(),
+                               ignore_index=IGNORE)
     torch.testing.assert_close(out.loss, expected)
     assert out.n_tokens == (batch.targets != IGNORE).sum() == batch.lengths.sum()
     torch.testing.assert_close(out.loss_sum / out.n_tokens, out.loss.detach())
@@ -56,7 +57,8 @@ def test_halves_split_at_the_marker_and_add_up():
     out = create_model_interface(FixedLogits((*batch.targets.shape, 22)))(batch)
     # first half: input words incl. '.' and the marker; second half: output words and EOS
     assert out.first_half_tokens.item() == sum(len(line.split("\t")[0].split()) for line in LINES)
-    assert out.second_half_tokens.item() == sum(len(line.split("\t")[1].split()) + 1 for line in LINES)
+    n_output_words = sum(len(line.split("\t")[1].split()) for line in LINES)
+    assert out.second_half_tokens.item() == n_output_words + len(LINES)  # + EOS
     assert out.first_half_tokens + out.second_half_tokens == out.n_tokens
     torch.testing.assert_close(out.first_half_loss_sum + out.second_half_loss_sum, out.loss_sum)
 
@@ -69,7 +71,8 @@ def test_prefix_lm_loss_counts_only_the_output_half():
     assert out.n_tokens == out.second_half_tokens
     out.loss.backward()
     has_grad = model.logits.grad.abs().sum(-1) > 0
-    second = (batch.targets != IGNORE) & (torch.arange(batch.targets.shape[1]) > batch.prefix_len[:, None])
+    after_marker = torch.arange(batch.targets.shape[1]) > batch.prefix_len[:, None]
+    second = (batch.targets != IGNORE) & after_marker
     assert torch.equal(has_grad, second)
 
 

@@ -31,9 +31,9 @@ def vocab(expected) -> WordVocabulary:
 @pytest.fixture(scope="module")
 def interface(vocab):
     args = json.loads((REFERENCE / "tiny_qf_args.json").read_text())
-    cfg = ModelConfig(n_words=len(vocab), vec_dim=args["vec_dim"], n_heads=args["n_heads"],
-                      ff_multiplier=args["ff_multiplier"], encoder_n_layers=args["encoder_n_layers"],
-                      dropout=args["dropout"], tied_embedding=args["tied_embedding"])
+    fields = ("vec_dim", "n_heads", "ff_multiplier", "encoder_n_layers", "dropout",
+              "tied_embedding")
+    cfg = ModelConfig(n_words=len(vocab), **{name: args[name] for name in fields})
     model = create_lm(cfg)
     load_model_weights(model, REFERENCE / "tiny_qf_checkpoint_1000.pth")
     return create_model_interface(model.eval())
