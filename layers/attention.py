@@ -1,0 +1,45 @@
+"""Multi-head self-attention with the projection names of the research code."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MultiHeadAttention(nn.Module):
+    """Bias-free multi-head attention: `data_to_q`, a joint `data_to_kv`, and `multi_head_merge`.
+
+    The kv projection's output is laid out per head as [key, value] (viewed as
+    [batch, time, heads, 2, d_head]), the layout the research checkpoints were trained with.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.dropout = dropout
+        self.data_to_q = nn.Linear(d_model, d_model, bias=False)
+        self.data_to_kv = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.multi_head_merge = nn.Linear(d_model, d_model, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        d_model = self.data_to_q.in_features
+        nn.init.xavier_uniform_(self.data_to_q.weight)
+        # The two halves are initialised as two [d, d] matrices, as in the research code.
+        nn.init.xavier_uniform_(self.data_to_kv.weight[:d_model])
+        nn.init.xavier_uniform_(self.data_to_kv.weight[d_model:])
+        nn.init.xavier_uniform_(self.multi_head_merge.weight)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, d]; attn_mask: bool, broadcastable to [B, heads, T, T], True = may attend."""
+        B, T, d_model = x.shape
+        q = self.data_to_q(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+        kv = self.data_to_kv(x).view(B, T, self.n_heads, 2, self.d_head)
+        k, v = kv.unbind(dim=3)
+        y = F.scaled_dot_product_attention(
+            q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0)
+        return self.multi_head_merge(y.transpose(1, 2).reshape(B, T, d_model))

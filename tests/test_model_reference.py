@@ -1,0 +1,76 @@
+"""Conformance with a checkpoint trained by the research code (needs ../shared/reference)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from collate import collate
+from data_utils.example import EvalTarget, Example
+from sequence import encode
+from transformer_helpers import ModelConfig, create_lm, create_model_interface, load_model_weights
+from vocabulary import WordVocabulary
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+pytestmark = pytest.mark.skipif(not (REFERENCE / "tiny_qf_checkpoint_1000.pth").exists(),
+                                reason=f"reference material not found at {REFERENCE}")
+AUXILIARIES = ("do", "does", "don't", "doesn't")
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict:
+    return json.loads((REFERENCE / "tiny_qf_expected.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def vocab(expected) -> WordVocabulary:
+    return WordVocabulary.from_list(expected["vocab"])
+
+
+@pytest.fixture(scope="module")
+def interface(vocab):
+    args = json.loads((REFERENCE / "tiny_qf_args.json").read_text())
+    fields = ("vec_dim", "n_heads", "ff_multiplier", "encoder_n_layers", "dropout",
+              "tied_embedding")
+    cfg = ModelConfig(n_words=len(vocab), **{name: args[name] for name in fields})
+    model = create_lm(cfg)
+    load_model_weights(model, REFERENCE / "tiny_qf_checkpoint_1000.pth")
+    return create_model_interface(model.eval())
+
+
+def batch_of(lines: list[str], vocab: WordVocabulary):
+    examples = []
+    for line in lines:
+        source, output = (part.split() for part in line.split("\t"))
+        target = EvalTarget(0, output[0], AUXILIARIES) if source[-1] == "quest" else None
+        examples.append(Example(tuple(source[:-1]), source[-1], tuple(output), target))
+    return collate([encode(e, vocab) for e in examples], len(vocab) + 2)
+
+
+def val_lines() -> list[str]:
+    return (REFERENCE / "question.val").read_text().splitlines()
+
+
+def test_loss_and_logits_of_the_first_16_val_lines(interface, vocab, expected):
+    batch = batch_of(val_lines()[:16], vocab)
+    with torch.no_grad():
+        out = interface(batch)
+    assert out.loss.item() == pytest.approx(expected["val16_loss"], abs=1e-5)
+    # research logits are time-major [T, B, V+2] over the same inputs (SOS + words, no EOS)
+    research = torch.from_numpy(np.load(REFERENCE / "tiny_qf_val16_logits.npy")).transpose(0, 1)
+    assert research.shape == out.logits.shape
+    real = ~batch.padding_mask
+    torch.testing.assert_close(out.logits[real], research[real], atol=5e-5, rtol=0)
+
+
+def test_main_auxiliary_accuracy_on_question_val_is_perfect(interface, vocab, expected):
+    quest = [line for line in val_lines() if line.split("\t")[0].endswith("quest")]
+    correct = 0
+    for start in range(0, len(quest), 250):
+        batch = batch_of(quest[start:start + 250], vocab)
+        with torch.no_grad():
+            eval_logits = interface(batch).eval_logits
+        guess = eval_logits.masked_fill(~batch.eval_candidates, float("-inf")).argmax(-1)
+        correct += (guess == batch.eval_gold).sum().item()
+    assert correct / len(quest) == expected["val_aux"] == 1.0
