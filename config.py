@@ -152,12 +152,6 @@ def _check_model_flags(ns: argparse.Namespace) -> None:
         raise HierGenError("--causal_encoder applies to the classifier (--mode enc) only")
     if ns.decoder_n_layers != 2:
         raise HierGenError("--decoder_n_layers applies to the seq2seq model (--not_lm) only")
-    _require(ns.vec_dim >= 1 and ns.n_heads >= 1, "--vec_dim and --n_heads must be positive")
-    _require(ns.vec_dim % ns.n_heads == 0,
-             f"--vec_dim {ns.vec_dim} is not divisible by --n_heads {ns.n_heads}")
-    _require(ns.ff_multiplier >= 1, "--ff_multiplier must be at least 1")
-    _require(ns.encoder_n_layers >= 1, "--encoder_n_layers must be at least 1")
-    _require(0.0 <= ns.dropout < 1.0, "--dropout must be in [0, 1)")
     _require(0.0 <= ns.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
     _require(math.isfinite(ns.pos_scale), "--pos_scale must be finite")
 

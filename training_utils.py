@@ -105,10 +105,9 @@ class Trainer:
         self.task = load_task(cfg.data, list(t.eval_keys))
         self.device = torch.device(t.device)
         seed_everything(t.seed)
-        model_cfg = cfg.model.__class__(**{**vars(cfg.model), "n_words": len(self.task.vocab)})
-        self.model = create_lm(model_cfg)
+        self.model = create_lm(cfg.model, len(self.task.vocab))
         if loaded is not None:
-            load_model_weights(self.model, loaded, name=t.model_load_path)
+            load_model_weights(self.model, loaded, t.model_load_path)
             self._check_vocab(loaded)
         self.model.to(self.device)
         self.interface = create_model_interface(self.model, is_prefix_lm=t.is_prefix_lm,

@@ -18,9 +18,8 @@ StateDict = Mapping[str, torch.Tensor]
 
 @dataclass
 class ModelConfig:
-    """Model hyper-parameters, named like the command-line flags; n_words = len(vocabulary)."""
+    """Model hyper-parameters, named like the command-line flags (the vocabulary comes from the data)."""
 
-    n_words: int
     vec_dim: int = 512
     n_heads: int = 8
     ff_multiplier: int = 4
@@ -31,7 +30,7 @@ class ModelConfig:
     pos_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("n_words", "vec_dim", "n_heads", "ff_multiplier", "encoder_n_layers"):
+        for name in ("vec_dim", "n_heads", "ff_multiplier", "encoder_n_layers"):
             if getattr(self, name) < 1:
                 raise HierGenError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.vec_dim % self.n_heads:
@@ -40,10 +39,10 @@ class ModelConfig:
             raise HierGenError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-def create_lm(cfg: ModelConfig) -> TransformerLM:
-    """A freshly initialised LM; its embedding has n_words + 2 rows (EOS, SOS)."""
+def create_lm(cfg: ModelConfig, n_words: int) -> TransformerLM:
+    """A freshly initialised LM for a vocabulary of n_words; its embedding has n_words + 2 rows (EOS, SOS)."""
     return TransformerLM(
-        n_tokens=cfg.n_words + 2, d_model=cfg.vec_dim, n_heads=cfg.n_heads,
+        n_tokens=n_words + 2, d_model=cfg.vec_dim, n_heads=cfg.n_heads,
         n_layers=cfg.encoder_n_layers, d_ff=cfg.ff_multiplier * cfg.vec_dim, dropout=cfg.dropout,
         tied_embedding=cfg.tied_embedding, pos_enc=not cfg.no_pos_enc, pos_scale=cfg.pos_scale)
 
@@ -82,12 +81,16 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
     return loaded
 
 
-def load_model_weights(model: TransformerLM, source: str | os.PathLike | Mapping) -> None:
-    """Load weights from our or a research checkpoint, a raw research state dict, or a loaded dict.
+def load_model_weights(model: TransformerLM, source: str | os.PathLike | Mapping,
+                       path: str | os.PathLike | None = None) -> None:
+    """Load weights from our or a research checkpoint, a raw research state dict, or a loaded dict
+    (read from `path`, named in errors).
 
     Keys may carry one leading `model.`; the research code's `trafo.decoder.*` keys are ignored.
     """
-    name = "state dict" if isinstance(source, Mapping) else f"checkpoint {source}"
+    if not isinstance(source, Mapping):
+        path = source
+    name = "state dict" if path is None else f"checkpoint {path}"
     loaded = source if isinstance(source, Mapping) else load_checkpoint_file(source)
     state = loaded.get("model_state_dict", loaded)
     if not isinstance(state, Mapping) or not all(

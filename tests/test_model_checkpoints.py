@@ -13,10 +13,10 @@ TOKENS = torch.tensor([[12, 3, 5, 7, 1, 2], [12, 4, 4, 9, 0, 0]])
 LENGTHS = torch.tensor([6, 4])
 
 
-def tiny_lm(seed: int = 0, **overrides):
+def tiny_lm(seed: int = 0, n_words: int = 11, **overrides):
     torch.manual_seed(seed)
-    cfg = dict(n_words=11, vec_dim=32, n_heads=4, encoder_n_layers=2, tied_embedding=True)
-    return create_lm(ModelConfig(**{**cfg, **overrides})).eval()
+    cfg = dict(vec_dim=32, n_heads=4, encoder_n_layers=2, tied_embedding=True)
+    return create_lm(ModelConfig(**{**cfg, **overrides}), n_words).eval()
 
 
 def logits(model) -> torch.Tensor:

@@ -9,10 +9,10 @@ from transformer_helpers import ModelConfig, create_lm
 from util import HierGenError
 
 
-def tiny_lm(seed: int = 0, **overrides) -> torch.nn.Module:
+def tiny_lm(seed: int = 0, n_words: int = 11, **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
-    cfg = dict(n_words=11, vec_dim=32, n_heads=4, encoder_n_layers=2, dropout=0.1)
-    return create_lm(ModelConfig(**{**cfg, **overrides})).eval()
+    cfg = dict(vec_dim=32, n_heads=4, encoder_n_layers=2, dropout=0.1)
+    return create_lm(ModelConfig(**{**cfg, **overrides}), n_words).eval()
 
 
 def random_tokens(batch: int, length: int, n_tokens: int = 13, seed: int = 1) -> torch.Tensor:
@@ -21,7 +21,7 @@ def random_tokens(batch: int, length: int, n_tokens: int = 13, seed: int = 1) ->
 
 
 def test_default_config_has_the_research_parameter_count():
-    model = create_lm(ModelConfig(n_words=69, tied_embedding=True))
+    model = create_lm(ModelConfig(tied_embedding=True), 69)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 18_938_439
 
 
@@ -147,7 +147,7 @@ def test_dropout_is_active_in_training_only():
                                  dict(dropout=1.0)])
 def test_invalid_configuration_is_a_user_error(bad):
     with pytest.raises(HierGenError):
-        ModelConfig(n_words=11, **bad)
+        ModelConfig(**bad)
 
 
 def test_gradients_reach_every_parameter():

@@ -43,8 +43,8 @@ class FixedLogits(nn.Module):
 def test_lm_loss_is_the_token_mean_over_all_real_targets():
     batch, n_words = make_batch()
     torch.manual_seed(0)
-    out = create_model_interface(create_lm(ModelConfig(n_words=n_words, vec_dim=16, n_heads=2,
-                                                       encoder_n_layers=1)).eval())(batch)
+    out = create_model_interface(create_lm(ModelConfig(vec_dim=16, n_heads=2, encoder_n_layers=1),
+                                                n_words).eval())(batch)
     expected = F.cross_entropy(out.logits.flatten(0, 1), batch.targets.flatten(),
                                ignore_index=IGNORE)
     torch.testing.assert_close(out.loss, expected)

@@ -33,8 +33,8 @@ def interface(vocab):
     args = json.loads((REFERENCE / "tiny_qf_args.json").read_text())
     fields = ("vec_dim", "n_heads", "ff_multiplier", "encoder_n_layers", "dropout",
               "tied_embedding")
-    cfg = ModelConfig(n_words=len(vocab), **{name: args[name] for name in fields})
-    model = create_lm(cfg)
+    cfg = ModelConfig(**{name: args[name] for name in fields})
+    model = create_lm(cfg, len(vocab))
     load_model_weights(model, REFERENCE / "tiny_qf_checkpoint_1000.pth")
     return create_model_interface(model.eval())
 

@@ -113,7 +113,7 @@ def tense_checkpoint(data_dir, tmp_path_factory) -> str:
     (["--batch_size", "0"], "--batch_size"),
     (["--lr", "-1e-3"], "--lr"),
     (["--eval_every", "0"], "--eval_every"),
-    (["--vec_dim", "130"], "--n_heads"),
+    (["--vec_dim", "130"], "n_heads"),
     (["--continue_lr"], "--model_load_path"),
     (["--mode", "enc"], "--mode"),
 ])
