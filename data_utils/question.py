@@ -122,13 +122,13 @@ def generate_diversity(seed: int, n_types: int, draw_name: str) -> dict[str, lis
     return {"question.train": iid["train"], "question.val": iid["val"]}
 
 
-def generate_disamb(seed: int, test_file: str) -> dict[str, list[str]]:
+def generate_disamb(seed: int, test_lines: list[str]) -> dict[str, list[str]]:
     """question.disamb: a pool of gen-type quests (same acceptance and 2:1 mix), none in the test set."""
     rng, size = random.Random(f"qf_disamb:{seed}"), CFG["disamb_pool"]
     caps = CFG["gen_caps"]
     n_src = round(size * caps["src"] / (caps["src"] + caps["orc"]))
     quotas = {"gen_src": [("disamb", n_src)], "gen_orc": [("disamb", size - n_src)]}
-    pool = fill_splits(lambda: _draw(rng, CFG["shares"]["gen"], "quest"), quotas, set(read_text_lines(test_file)))
+    pool = fill_splits(lambda: _draw(rng, CFG["shares"]["gen"], "quest"), quotas, set(test_lines))
     return {"question.disamb": pool["disamb"]}
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from data_utils import question, tense
+from data_utils.lines import read_text_lines
 from data_utils.stream import write_missing
 from util import HierGenError
 
@@ -68,7 +69,8 @@ def _registry() -> dict[str, Dataset]:
                                     lambda seed, _, n=n, name=name: question.generate_diversity(seed, n, name)))
     for name in ("qf_disamb", "question_qf_disamb"):
         datasets.append(Dataset(name, "question", "question_qf_disamb_formation_data", ("question.disamb",), (),
-                                lambda seed, std: question.generate_disamb(seed, os.path.join(std, "question.test")),
+                                lambda seed, std: question.generate_disamb(
+                                    seed, read_text_lines(os.path.join(std, "question.test"))),
                                 disamb=True))
     for name in tense.CFG["mixes"]:
         val_typed = tuple(s for s in TYPED if s.startswith("val"))
