@@ -132,6 +132,11 @@ class Grammar:
                 raise BadLine(f"{words[slot]!r} does not agree with {words[controller]!r}")
         return frame, tuple(info[pos][1] for pos in frame.nouns)
 
+    def parse_text(self, line: str) -> tuple[Frame, tuple[str, ...], str]:
+        """Frame, noun numbers and marker of a line this code generated (so known to be valid)."""
+        source = line.split("\t")[0].split(" ")
+        return (*self.parse(tuple(source[:-2])), source[-1])
+
     def tags(self, frame: Frame, numbers: tuple[str, ...], names: dict[str, str]) -> list[str]:
         """Tag of every slot, from templates like "n_{num}"."""
         return [names[cat].format(num=num) for cat, num in zip(frame.cats, self.slot_numbers(frame, numbers))]

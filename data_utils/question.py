@@ -89,14 +89,9 @@ def generate_standard(seed: int) -> dict[str, list[str]]:
     iid = fill_splits(lambda: _draw(rng, CFG["shares"]["iid"]),
                       {"iid": [("train", sizes["train"]), ("val", sizes["val"])]}, seen)
     gen = fill_splits(lambda: _draw(rng, CFG["shares"]["gen"], "quest"), _gen_quotas("test"), seen)
-    types = [type_tag(*_structure(line)) for line in gen["test"]]
+    types = [type_tag(*GRAMMAR.parse_text(line)) for line in gen["test"]]
     return {"question.train": iid["train"], "question.val": iid["val"],
             "question.test": gen["test"], "question.test.type": types}
-
-
-def _structure(line: str) -> tuple[Frame, tuple[str, ...], str]:
-    source = line.split("\t")[0].split(" ")
-    return (*GRAMMAR.parse(tuple(source[:-2])), source[-1])
 
 
 def iid_types() -> list[tuple[Frame, tuple[str, ...], str]]:

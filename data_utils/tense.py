@@ -33,7 +33,7 @@ MIX_KIND = {"bare": "v", "pp": "prep", "src_i": "rc", "src_t": "rc", "orc": "rc"
 def vocabulary_words() -> list[str]:
     """Every word a TI line can hold, plus decl/quest which the research vocabulary always had."""
     verbs = [form for verb in VERBS for form in verb]
-    return [w for key, words in noun_table().items() for w in words] + verbs + [".", *MARKERS, "decl", "quest"]
+    return [w for words in noun_table().values() for w in words] + verbs + [".", *MARKERS, "decl", "quest"]
 
 
 def transform(source: tuple[str, ...], frame: Frame, numbers: tuple[str, ...], marker: str) -> tuple[str, ...]:
@@ -82,18 +82,13 @@ def _subsplit_files(prefix: str, lines: list[str]) -> dict[str, list[str]]:
     """tense.{prefix}_{rc,prep,rc_sbj,rc_obj}: PRESENT lines by subject kind, tab replaced by a space."""
     files = {f"tense.{prefix}_{name}": [] for name in SUBSPLITS}
     for line in lines:
-        frame, _, marker = _structure(line)
+        frame, _, marker = GRAMMAR.parse_text(line)
         if marker == "PRESENT":
             kind = subsplit(frame)
             files[f"tense.{prefix}_{kind}"].append(line.replace("\t", " "))
             if kind != "prep":
                 files[f"tense.{prefix}_rc"].append(line.replace("\t", " "))
     return files
-
-
-def _structure(line: str) -> tuple[Frame, tuple[str, ...], str]:
-    source = line.split("\t")[0].split(" ")
-    return (*GRAMMAR.parse(tuple(source[:-2])), source[-1])
 
 
 def generate_standard(seed: int) -> dict[str, list[str]]:
@@ -153,7 +148,7 @@ def parse_line(source: tuple[str, ...], marker: str, output: tuple[str, ...]) ->
     if marker not in MARKERS:
         raise BadLine(f"unknown marker {marker!r} (TI markers: {', '.join(MARKERS)})")
     frame, numbers = GRAMMAR.parse(source[:-1])
-    expected = transform(source, frame, marker=marker, numbers=numbers)
+    expected = transform(source, frame, numbers, marker)
     if output != expected:
         raise BadLine(f"output is not the {marker} form of the input (expected {' '.join(expected)!r})")
     verb, target = frame.verb, None

@@ -1,8 +1,6 @@
 """Dataset variants: diversity, disambiguation, tense mixes, and the registry."""
 from collections import Counter
 
-import pytest
-
 from data_helpers import write_files
 from data_utils import question, tense
 from data_utils.config import DataConfig
