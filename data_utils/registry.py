@@ -1,0 +1,109 @@
+"""The `--dataset` registry: every dataset name, its task, its folder, and how its files are generated.
+
+Layout under `--data_dir` (research names; a data seed N > 0 appends `_seed{N}` to each folder):
+
+    question_formation_data/question.{train,val,test,test.type}      question (standard QF)
+    question_D{N}[v2]_formation_data/question.{train,val}            diversity; test from standard
+    question_qf_disamb_formation_data/question.disamb                10,000 disambiguating quests;
+                                                                    qf_disamb = standard + first K
+    tense_inflection_data/tense.{train,val,test}, tense.{val,test}_{rc,prep,rc_sbj,rc_obj}
+    tense_D{k}_inflection_data/tense.{train,val}, tense.val_*        tense mixes; test from standard
+
+Missing files are generated; files already present (e.g. the released ones) are used as they are.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from data_utils import question, tense
+from data_utils.lines import read_text_lines
+from data_utils.stream import write_missing
+from util import HierGenError
+
+TYPED = tuple(f"{split}_{kind}" for split in ("val", "test") for kind in tense.SUBSPLITS)
+SPLITS = {"question": ("train", "val", "test"), "tense": ("train", "val", "test") + TYPED}
+STANDARD = {"question": "question", "tense": "tense"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset name: its task, the folder of its own files, and which splits those files hold.
+
+    Splits it does not own come from the task's standard dataset. `build(seed, standard_folder)`
+    returns its own files as name -> lines.
+    """
+
+    name: str
+    task: str
+    folder: str
+    files: tuple[str, ...]
+    own_splits: tuple[str, ...]
+    build: Callable[[int, str], dict[str, list[str]]]
+    disamb: bool = False
+
+    def path(self, data_dir: str, seed: int) -> str:
+        return os.path.join(data_dir, self.folder + (f"_seed{seed}" if seed else ""))
+
+
+def split_file(task: str, split: str) -> str:
+    """File name of a split, e.g. question.test or tense.val_rc."""
+    return f"{task}.{split}"
+
+
+def _registry() -> dict[str, Dataset]:
+    qf_files = ("question.train", "question.val", "question.test", "question.test.type")
+    ti_files = ("tense.train", "tense.val", "tense.test") + tuple(split_file("tense", s) for s in TYPED)
+    datasets = [
+        Dataset("question", "question", "question_formation_data", qf_files, SPLITS["question"],
+                lambda seed, _: question.generate_standard(seed)),
+        Dataset("tense", "tense", "tense_inflection_data", ti_files, SPLITS["tense"],
+                lambda seed, _: tense.generate_standard(seed)),
+    ]
+    for n in question.CFG["diversity_sizes"]:
+        for version in ("", "v2"):
+            name = f"question_D{n}{version}"
+            datasets.append(Dataset(name, "question", f"{name}_formation_data", ("question.train", "question.val"),
+                                    ("train", "val"),
+                                    lambda seed, _, n=n, name=name: question.generate_diversity(seed, n, name)))
+    for name in ("qf_disamb", "question_qf_disamb"):
+        datasets.append(Dataset(name, "question", "question_qf_disamb_formation_data", ("question.disamb",), (),
+                                lambda seed, std: question.generate_disamb(
+                                    seed, read_text_lines(os.path.join(std, "question.test"))),
+                                disamb=True))
+    for name in tense.CFG["mixes"]:
+        val_typed = tuple(s for s in TYPED if s.startswith("val"))
+        datasets.append(Dataset(name, "tense", name + "_inflection_data",
+                                ("tense.train", "tense.val") + tuple(split_file("tense", s) for s in val_typed),
+                                ("train", "val") + val_typed,
+                                lambda seed, _, name=name: tense.generate_mix(seed, name)))
+    return {d.name: d for d in datasets}
+
+
+REGISTRY = _registry()
+
+
+def get_dataset(name: str) -> Dataset:
+    if name not in REGISTRY:
+        raise HierGenError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def split_path(name: str, split: str, data_dir: str, seed: int) -> str:
+    """Where a dataset's split lives: its own folder, or the standard one of its task."""
+    dataset = get_dataset(name)
+    if split not in SPLITS[dataset.task]:
+        raise HierGenError(f"unknown split {split!r} for {dataset.task}; valid: {', '.join(SPLITS[dataset.task])}")
+    owner = dataset if split in dataset.own_splits else REGISTRY[STANDARD[dataset.task]]
+    return os.path.join(owner.path(data_dir, seed), split_file(dataset.task, split))
+
+
+def ensure_generated(data_dir: str, name: str, data_seed: int = 0) -> None:
+    """Generate the missing files of dataset `name` (and of its task's standard dataset)."""
+    dataset = get_dataset(name)
+    standard = REGISTRY[STANDARD[dataset.task]]
+    for d in [standard] if dataset is standard else [standard, dataset]:
+        folder = d.path(data_dir, data_seed)
+        if not all(os.path.exists(os.path.join(folder, f)) for f in d.files):
+            write_missing(folder, d.build(data_seed, standard.path(data_dir, data_seed)))

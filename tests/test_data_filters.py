@@ -1,0 +1,162 @@
+"""Training filters on small hand-written datasets: exactly which lines each keeps."""
+import argparse
+
+import pytest
+
+from data_helpers import write_files
+from data_utils import tense
+from data_utils.config import DataConfig, add_data_arguments
+from data_utils.load import load_task
+from util import HierGenError
+
+QF = [
+    "the newt does swim . decl\tthe newt does swim .",                                       # 0 decl 1 aux
+    "the newt does swim . quest\tdoes the newt swim ?",                                       # 1 quest 1 aux
+    "my yak who doesn't eat does move . decl\tmy yak who doesn't eat does move .",            # 2 decl 2 SRC
+    "my yaks that our newt does amuse don't read . decl\tmy yaks that our newt does amuse don't read .",  # 3 decl 2 ORC
+    "her raven does comfort the zebras who don't sleep . quest\tdoes her raven comfort the zebras who don't sleep ?",  # 4
+    "some quail who does applaud your newts doesn't admire my yaks that don't giggle . decl\t"
+    "some quail who does applaud your newts doesn't admire my yaks that don't giggle .",      # 5 decl 3 SRC
+    "the zebra near my newts doesn't wait . quest\tdoesn't the zebra near my newts wait ?",   # 6 quest 1 aux
+    "your peacocks do accept her newt that the yaks do remember . quest\t"
+    "do your peacocks accept her newt that the yaks do remember ?",                           # 7 quest 2 aux
+]
+QF_TEST = ["my raven that doesn't sleep does change . quest\tdoes my raven that doesn't sleep change ?"]
+QF_TYPE = ["det n_s rel aux_s v_intrans aux_s v_intrans quest\taux_s det n_s rel aux_s v_intrans v_intrans"]
+TI = [
+    "the newt swam . PAST\tthe newt swam .",                                                  # 0 PAST v
+    "the newts swam . PRESENT\tthe newts swim .",                                             # 1 PRESENT v
+    "my yak near the zebras ate . PAST\tmy yak near the zebras ate .",                        # 2 PAST simple
+    "my yak near the zebra ate . PRESENT\tmy yak near the zebra eats .",                      # 3 PRESENT simple
+    "her ravens who slept read . PAST\ther ravens who slept read .",                          # 4 PAST rc (SRC)
+    "her ravens who slept read . PRESENT\ther ravens who sleep read .",                       # 5 PRESENT rc (SRC)
+    "some quail that our newt amused waited . PRESENT\tsome quail that our newt amuses waits .",  # 6 PRESENT rc (ORC)
+    "your unicorn that our walruses comforted applauded the yak . PAST\t"
+    "your unicorn that our walruses comforted applauded the yak .",                           # 7 PAST rc (ORC)
+]
+
+
+@pytest.fixture
+def qf_dir(tmp_path):
+    write_files(tmp_path / "question_formation_data", {
+        "question.train": QF, "question.val": QF, "question.test": QF_TEST, "question.test.type": QF_TYPE})
+    return str(tmp_path)
+
+
+@pytest.fixture
+def ti_dir(tmp_path):
+    spaced = {kind: [TI[i].replace("\t", " ") for i in rows]
+              for kind, rows in {"rc": [5, 6], "prep": [1, 3], "rc_sbj": [5], "rc_obj": [6]}.items()}
+    write_files(tmp_path / "tense_inflection_data", {
+        "tense.train": TI, "tense.val": TI, "tense.test": [TI[3]],
+        **{f"tense.{split}_{kind}": rows for split in ("val", "test") for kind, rows in spaced.items()}})
+    return str(tmp_path)
+
+
+def kept(data_dir, dataset, lines, **flags):
+    data = load_task(DataConfig(dataset=dataset, data_dir=data_dir, **flags), ["val"])
+    return [lines.index("\t".join([" ".join(e.input + (e.marker,)), " ".join(e.output)])) for e in data.train]
+
+
+QF_CASES = {
+    "exclude_identity": [1, 4, 6, 7],
+    "train_on_decl_only": [0, 2, 3, 5],
+    "pretrain": [0, 1, 2, 3, 5, 6],
+    "train_on_compl_only": [2, 3, 4, 5, 7],
+    "train_on_simple_only": [0, 1, 6],
+    "train_on_hier_only": [1, 3, 4, 6, 7],
+    "train_on_linear_only": [1, 2, 4, 5, 6, 7],
+    "exclude_complex_decls": [0, 1, 4, 6, 7],
+    "exclude_simple_decls": [1, 2, 3, 4, 6, 7],
+    "exclude_middle_decls": [1, 4, 5, 6, 7],
+    "exclude_complex_quest": [0, 1, 2, 3, 5, 6],
+    "exclude_simple_quest": [0, 2, 3, 4, 5, 7],
+}
+
+
+@pytest.mark.parametrize("flag", QF_CASES)
+def test_qf_filter_keeps_exactly(qf_dir, flag):
+    assert kept(qf_dir, "question", QF, **{flag: True}) == QF_CASES[flag]
+
+
+def test_qf_specified_decls_combinations_and_subset(qf_dir):
+    assert kept(qf_dir, "question", QF, use_specified_decls="1,3") == [0, 1, 4, 5, 6, 7]
+    assert kept(qf_dir, "question", QF) == list(range(8))
+    # Filters intersect; the subset is the first int(N*f) lines after filtering.
+    assert kept(qf_dir, "question", QF, train_on_decl_only=True, train_on_compl_only=True) == [2, 3, 5]
+    assert kept(qf_dir, "question", QF, train_on_decl_only=True, subset_train_frac=0.5) == [0, 2]
+
+
+def test_qf_exclude_identity_applies_to_every_split(qf_dir):
+    data = load_task(DataConfig(dataset="question", data_dir=qf_dir, exclude_identity=True), ["val", "test"])
+    assert [e.marker for e in data.eval["val"]] == ["quest"] * 4 and len(data.eval["test"]) == 1
+
+
+TI_CASES = {
+    "exclude_identity": [1, 3, 5, 6],
+    "include_past_simple": [2, 1, 3, 5, 6],
+    "include_past_simple_verb": [0, 2, 1, 3, 5, 6],
+    "include_past_complex": [4, 7, 1, 3, 5, 6],
+    "include_past_complex_verb": [0, 4, 7, 1, 3, 5, 6],
+    "include_present_simple": [0, 2, 4, 7, 3],
+    "include_present_simple_verb": [0, 2, 4, 7, 1, 3],
+    "include_present_complex": [0, 2, 4, 7, 5, 6],
+    "include_present_complex_verb": [0, 2, 4, 7, 1, 5, 6],
+    "include_subject_rc_obj": [0, 2, 4, 7, 1, 3, 6],
+    "include_subject_rc_subj": [0, 2, 4, 7, 1, 3, 5],
+}
+
+
+@pytest.mark.parametrize("flag", TI_CASES)
+def test_ti_filter_keeps_exactly_past_first(ti_dir, flag):
+    assert kept(ti_dir, "tense", TI, **{flag: True}) == TI_CASES[flag]
+
+
+def test_ti_filter_combination_and_subset(ti_dir):
+    assert kept(ti_dir, "tense", TI) == list(range(8))  # no filter: file order
+    assert kept(ti_dir, "tense", TI, include_past_simple=True, include_present_complex=True) == [2, 5, 6]
+    assert kept(ti_dir, "tense", TI, include_present_complex=True, subset_train_frac=0.5) == [0, 2, 4]
+    with pytest.raises(HierGenError, match="keep no training line"):
+        kept(ti_dir, "tense", TI, exclude_identity=True, include_present_simple=True, include_present_complex=True)
+
+
+def test_typed_ti_splits_are_read_from_their_files(ti_dir):
+    data = load_task(DataConfig(dataset="tense", data_dir=ti_dir), ["val_rc", "test_prep", "val"])
+    assert list(data.eval) == ["val_rc", "test_prep", "val"]
+    assert [e.meta["subject"] for e in data.eval["val_rc"]] == ["src_i", "orc"]
+    assert tense.SUBSPLITS == ("rc", "prep", "rc_sbj", "rc_obj")
+
+
+@pytest.mark.parametrize("flags,message", [
+    ({"dataset": "tense", "train_on_decl_only": True}, "QF filter --train_on_decl_only does not apply"),
+    ({"dataset": "tense", "use_specified_decls": "1"}, "QF filter --use_specified_decls"),
+    ({"dataset": "question", "include_past_simple": True}, "TI filter --include_past_simple"),
+    ({"dataset": "question", "disamb_num": 10}, "--disamb_num only applies"),
+    ({"dataset": "qf_disamb", "disamb_num": 20000}, "at most 10000"),
+    ({"dataset": "question", "subset_train_frac": 0.0}, "subset_train_frac"),
+    ({"dataset": "question", "use_specified_decls": "one"}, "auxiliary counts like 1,3"),
+    ({"dataset": "question_D7"}, "unknown dataset 'question_D7'; known: question, tense, question_D20"),
+    ({"data_seed": -1}, "--data_seed"),
+])
+def test_bad_flag_values_are_refused_in_one_line(flags, message):
+    with pytest.raises(HierGenError) as error:
+        DataConfig(**flags).check()
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unknown_eval_split_lists_valid_ones(qf_dir):
+    with pytest.raises(HierGenError, match="unknown eval split 'val_rc' for question; valid: val, test"):
+        load_task(DataConfig(data_dir=qf_dir), ["val_rc"])
+
+
+def test_argparse_flags_keep_research_names_and_defaults():
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser)
+    ns = parser.parse_args([])
+    assert DataConfig.from_namespace(ns) == DataConfig()
+    assert (ns.dataset, ns.data_dir, ns.data_seed, ns.disamb_num, ns.subset_train_frac, ns.use_specified_decls) == \
+        ("question", "data_utils", 0, -1, 1.0, None)
+    ns = parser.parse_args(["--dataset", "question_qf_disamb", "--disamb_num", "0", "--exclude_identity",
+                            "--use_specified_decls", "1,3"])
+    cfg = DataConfig.from_namespace(ns)
+    assert cfg.exclude_identity and cfg.decl_counts() == {1, 3}
