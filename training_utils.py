@@ -12,7 +12,7 @@ import torch
 from checkpoint import checkpoint_path, save_checkpoint
 from collate import collate
 from config import Config
-from data_utils.config import load_task
+from data_utils.load import load_task
 from evaluation import SplitResult, evaluate, make_eval_batches
 from run_logging import RunLogger
 from sequence import Sequence, encode

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import train_transformers
-from wandb_offline import history
+from wandb_offline import history, run_info
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--encoder_n_layers", "2", "--vec_dim", "128", "--n_heads", "4", "--tied-embedding",
@@ -66,8 +66,10 @@ def test_wandb_offline_history_matches_metrics_jsonl(data_dir, tmp_path, monkeyp
         row = rows[event["iteration"]]
         for key, value in event.items():
             assert row[key] == pytest.approx(value, rel=1e-12, abs=0), key
-    config_file = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "files" / "config.yaml"))
-    assert config_file and "wbtest" in open(run_dir / "args.json").read()
+    info = run_info(wandb_file)
+    assert info["project"] == "hier-genv" and info["name"] == "wbtest-777"
+    args = json.loads((run_dir / "args.json").read_text())
+    assert {k: info["config"][k] for k in args} == args
 
 
 def test_runs_without_wandb_when_logging_is_off(data_dir, tmp_path, monkeypatch):

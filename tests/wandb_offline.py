@@ -56,3 +56,17 @@ def history(path: str) -> list[dict]:
             row[key] = json.loads(item.value_json)
         rows.append(row)
     return rows
+
+
+def run_info(path: str) -> dict:
+    """The run record: project, display name and config (key -> decoded JSON value)."""
+    from wandb.proto import wandb_internal_pb2
+
+    for raw in records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "run":
+            run = record.run
+            config = {item.key: json.loads(item.value_json) for item in run.config.update}
+            return {"project": run.project, "name": run.display_name, "config": config}
+    raise ValueError(f"{path}: no run record")
