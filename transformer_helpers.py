@@ -39,7 +39,7 @@ class ModelConfig:
     decoder_n_layers: int = 2
     causal_encoder: bool = False
     gated_model: bool = False
-    gate_l0_penalty: float = DEFAULT_L0_PENALTY
+    gate_l0_penalty: float = DEFAULT_L0_PENALTY  # λ: gated LM loss = LM loss + λ · Σ_heads P(gate ≠ 0)
 
     def __post_init__(self) -> None:
         for name in ("vec_dim", "n_heads", "ff_multiplier", "encoder_n_layers", "decoder_n_layers"):
