@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
-TEMPERATURE = 2.0 / 3.0
+TEMPERATURE = 2.0 / 3.0  # β
 STRETCH = (-0.1, 1.1)  # (γ, ζ): the stretched interval that is clamped to [0, 1]
 EPS = 1e-6
 
