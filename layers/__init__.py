@@ -1,8 +1,11 @@
-"""Building blocks of the transformer LM."""
+"""Building blocks of the transformer models."""
 from layers.attention import MultiHeadAttention
+from layers.head_gate import HardConcreteGate
 from layers.positional_encoding import PositionalEncoding
 from layers.tied_output import TiedOutputMap
-from layers.transformer_layer import TransformerEncoder, TransformerEncoderLayer
+from layers.transformer_layer import (TransformerDecoder, TransformerDecoderLayer,
+                                      TransformerEncoder, TransformerEncoderLayer)
 
-__all__ = ["MultiHeadAttention", "PositionalEncoding", "TiedOutputMap",
-           "TransformerEncoder", "TransformerEncoderLayer"]
+__all__ = ["HardConcreteGate", "MultiHeadAttention", "PositionalEncoding", "TiedOutputMap",
+           "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
+           "TransformerEncoderLayer"]

@@ -1,9 +1,11 @@
-"""Multi-head self-attention with the projection names of the research code."""
+"""Multi-head attention with the projection names of the research code."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from layers.head_gate import HardConcreteGate
 
 
 class MultiHeadAttention(nn.Module):
@@ -11,9 +13,11 @@ class MultiHeadAttention(nn.Module):
 
     The kv projection's output is laid out per head as [key, value] (viewed as
     [batch, time, heads, 2, d_head]), the layout the research checkpoints were trained with.
+    With `gated`, each head's output is scaled by a Hard-Concrete gate (`gate.log_alpha`)
+    before the merge; without it the module has no gate parameters at all.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, gated: bool = False):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
@@ -23,6 +27,7 @@ class MultiHeadAttention(nn.Module):
         self.data_to_q = nn.Linear(d_model, d_model, bias=False)
         self.data_to_kv = nn.Linear(d_model, 2 * d_model, bias=False)
         self.multi_head_merge = nn.Linear(d_model, d_model, bias=False)
+        self.gate = HardConcreteGate(n_heads) if gated else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -32,14 +37,21 @@ class MultiHeadAttention(nn.Module):
         nn.init.xavier_uniform_(self.data_to_kv.weight[:d_model])
         nn.init.xavier_uniform_(self.data_to_kv.weight[d_model:])
         nn.init.xavier_uniform_(self.multi_head_merge.weight)
+        if self.gate is not None:
+            self.gate.reset_parameters()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        """x: [B, T, d]; attn_mask: bool, broadcastable to [B, heads, T, T], True = may attend."""
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
+                attend_to: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, T, d] queries; attend_to: [B, S, d] keys and values (None: x itself);
+        attn_mask: bool, broadcastable to [B, heads, T, S], True = may attend."""
+        source = x if attend_to is None else attend_to
         B, T, d_model = x.shape
         q = self.data_to_q(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
-        kv = self.data_to_kv(x).view(B, T, self.n_heads, 2, self.d_head)
+        kv = self.data_to_kv(source).view(B, source.shape[1], self.n_heads, 2, self.d_head)
         k, v = kv.unbind(dim=3)
         y = F.scaled_dot_product_attention(
             q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0)
+        if self.gate is not None:
+            y = y * self.gate()[:, None, None]  # y is [B, heads, T, d_head]
         return self.multi_head_merge(y.transpose(1, 2).reshape(B, T, d_model))
