@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from data_utils.config import DataConfig, add_data_arguments
-from transformer_helpers import ModelConfig
+from transformer_helpers import DEFAULT_L0_PENALTY, ModelConfig
 from util import HierGenError
 
 WANDB_MODES = ("online", "offline", "disabled")
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--not_lm", action="store_true", help="seq2seq encoder-decoder instead of the LM")
     m.add_argument("--tied-embedding", action="store_true", help="tie input embedding and output projection")
     m.add_argument("--gated-model", action="store_true", help="attention heads with L0 gates")
+    m.add_argument("--gate_l0_penalty", type=float, default=DEFAULT_L0_PENALTY,
+                   help="gated LM: loss = LM loss + penalty x sum over heads of P(gate open)")
     m.add_argument("--dropout", type=float, default=0.1, help="dropout everywhere")
     m.add_argument("--no-pos-enc", action="store_true", help="no positional encoding")
     m.add_argument("--pos_scale", type=float, default=1.0, help="scale of the positional encoding")
@@ -119,12 +121,8 @@ def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> 
     """Parse and validate the command line; raise HierGenError on anything that cannot work."""
     environ = dict(os.environ if environ is None else environ)
     ns = build_parser().parse_args(argv)
-    _check_model_flags(ns)
     _check_training_flags(ns)
-    model = ModelConfig(vec_dim=ns.vec_dim, n_heads=ns.n_heads, ff_multiplier=ns.ff_multiplier,
-                        encoder_n_layers=ns.encoder_n_layers, dropout=ns.dropout,
-                        tied_embedding=ns.tied_embedding, no_pos_enc=ns.no_pos_enc,
-                        pos_scale=ns.pos_scale)
+    model = ModelConfig(**{f.name: getattr(ns, f.name) for f in fields(ModelConfig)})
     train = TrainConfig(
         seed=ns.seed, batch_size=ns.batch_size, lr=ns.lr, weight_decay=ns.weight_decay,
         num_warmup_steps=ns.num_warmup_steps, max_grad_norm=ns.max_grad_norm,
@@ -144,19 +142,11 @@ def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> 
     return Config(DataConfig.from_namespace(ns), model, train, vars(ns))
 
 
-def _check_model_flags(ns: argparse.Namespace) -> None:
-    if ns.not_lm or ns.mode == "enc" or ns.gated_model:
-        raise HierGenError("--not_lm, --mode enc and --gated-model (the seq2seq, classifier and gated "
-                           "families) are not implemented yet; only the LM is")
-    if ns.causal_encoder:
-        raise HierGenError("--causal_encoder applies to the classifier (--mode enc) only")
-    if ns.decoder_n_layers != 2:
-        raise HierGenError("--decoder_n_layers applies to the seq2seq model (--not_lm) only")
+def _check_training_flags(ns: argparse.Namespace) -> None:
     _require(0.0 <= ns.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
     _require(math.isfinite(ns.pos_scale), "--pos_scale must be finite")
-
-
-def _check_training_flags(ns: argparse.Namespace) -> None:
+    _require(not ns.is_prefix_lm or not (ns.not_lm or ns.mode == "enc"),
+             "--is_prefix_lm applies to the LM only, not to --not_lm or --mode enc")
     _require(ns.batch_size >= 1, f"--batch_size must be at least 1 (got {ns.batch_size})")
     _require(ns.eval_batch_size >= 1, "--eval_batch_size must be at least 1")
     _require(math.isfinite(ns.lr) and ns.lr >= 0, f"--lr must be a non-negative number (got {ns.lr})")

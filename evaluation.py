@@ -2,6 +2,8 @@
 
 Task-agnostic: each batch says, per line, at which position the task is decided, which tokens
 the argmax may choose from, the gold token, and what each competing rule would predict.
+Per-type accuracies and the shares of each rule's answer are taken over the lines where the rules
+disagree (the generalization lines: QF test, TI lines with an agreement attractor).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class SplitResult:
     second_half: float
     n_targets: int = 0
     n_correct: int = 0
-    per_type: dict[str, list[int]] = field(default_factory=dict)  # type -> [correct, count]
+    per_type: dict[str, list[int]] = field(default_factory=dict)  # type -> [correct, count], rule lines
     rule_counts: dict[str, int] = field(default_factory=dict)     # rule -> lines it predicted
     n_rule_lines: int = 0                                          # lines where rules disagree
 
@@ -42,7 +44,7 @@ class SplitResult:
             return out
         out[f"{split}_aux"] = self.accuracy
         for tag, (correct, count) in sorted(self.per_type.items()):
-            out[f"{split}_aux_type/{tag}"] = correct / count
+            out[f"{split}_aux_type/{tag.replace(chr(9), ' ')}"] = correct / count
         if self.n_rule_lines:
             matched = sum(self.rule_counts.values())
             for rule, count in sorted(self.rule_counts.items()):
@@ -82,13 +84,13 @@ def evaluate(interface, batches: list[Batch], device: torch.device | str) -> Spl
         correct = (pred == batch.eval_gold) & has_target
         n_targets += int(has_target.sum())
         n_correct += int(correct.sum())
-        for i in has_target.nonzero().flatten().tolist():
+        has_rules = (batch.eval_answers >= 0).any(-1) & has_target
+        n_rule_lines += int(has_rules.sum())
+        for i in has_rules.nonzero().flatten().tolist():
             tag = batch.type_tags[i]
             if tag is not None:
                 per_type[tag][0] += int(correct[i])
                 per_type[tag][1] += 1
-        has_rules = (batch.eval_answers >= 0).any(-1) & has_target
-        n_rule_lines += int(has_rules.sum())
         for r, rule in enumerate(batch.answer_names):
             rule_counts[rule] += int(((pred == batch.eval_answers[:, r]) & has_rules).sum())
     model.train(was_training)

@@ -16,7 +16,7 @@ from data_utils.load import load_task
 from evaluation import SplitResult, evaluate, make_eval_batches
 from run_logging import RunLogger
 from sequence import Sequence, encode
-from transformer_helpers import create_lm, create_model_interface, load_checkpoint_file, load_model_weights
+from transformer_helpers import create_model, create_model_interface, load_checkpoint_file, load_model_weights
 from util import HierGenError, atomic_write_text
 
 TRAIN_LOG_FLUSH = 100  # training-step metrics are read off the device in chunks, not every step
@@ -105,13 +105,14 @@ class Trainer:
         self.task = load_task(cfg.data, list(t.eval_keys))
         self.device = torch.device(t.device)
         seed_everything(t.seed)
-        self.model = create_lm(cfg.model, len(self.task.vocab))
+        self.model = create_model(cfg.model, len(self.task.vocab))
         if loaded is not None:
             load_model_weights(self.model, loaded, t.model_load_path)
             self._check_vocab(loaded)
         self.model.to(self.device)
         self.interface = create_model_interface(self.model, is_prefix_lm=t.is_prefix_lm,
-                                                label_smoothing=t.label_smoothing)
+                                                label_smoothing=t.label_smoothing,
+                                                gate_l0_penalty=cfg.model.gate_l0_penalty)
         self.optimizer = make_optimizer(self.model, t.lr, t.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, t.num_warmup_steps, t.max_train_steps, t.no_decay_lr)
         self.step = self._continue_lr(loaded) if t.continue_lr else 0
@@ -152,7 +153,7 @@ class Trainer:
         try:
             last = self._evaluate_and_log(logger)
             self._save()
-            pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []
+            pending: list[tuple[int, float, dict[str, torch.Tensor]]] = []
             self.model.train()
             while self.step < t.max_train_steps:
                 pending.append(self._train_step())
@@ -168,23 +169,29 @@ class Trainer:
             logger.close()
         return last
 
-    def _train_step(self) -> tuple[int, float, torch.Tensor, torch.Tensor]:
+    def _train_step(self) -> tuple[int, float, dict[str, torch.Tensor]]:
+        """One update; returns (step, lr used, device tensors to log) without a host sync."""
         batch = collate([self.train_seqs[i] for i in self.sampler.next_indices()],
                         len(self.task.vocab) + 2).to(self.device)
         lr = self.scheduler.get_last_lr()[0]
-        loss = self.interface(batch).loss
+        out = self.interface(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = _clip_grad_norm(self.model, self.cfg.train.max_grad_norm)
+        out.loss.backward()
+        logged = {"loss": out.loss.detach(),
+                  "grad_norm": _clip_grad_norm(self.model, self.cfg.train.max_grad_norm)}
+        if out.l0 is not None:
+            logged["l0"] = out.l0
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return self.step, lr, loss.detach(), grad_norm
+        return self.step, lr, logged
 
     def _flush_train_log(self, logger: RunLogger, pending: list) -> None:
-        values = torch.stack([torch.stack([loss, norm]) for _, _, loss, norm in pending]).tolist()
-        for (step, lr, _, _), (loss, norm) in zip(pending, values):
-            logger.log({"loss": loss, "grad_norm": norm, "lr": lr, "iteration": step}, step)
+        """Read the pending steps' values off the device in one transfer and log them in order."""
+        names = list(pending[0][2])
+        values = torch.stack([torch.stack([logged[n] for n in names]) for _, _, logged in pending]).tolist()
+        for (step, lr, _), row in zip(pending, values):
+            logger.log({**dict(zip(names, row)), "lr": lr, "iteration": step}, step)
         logger.progress(pending[-1][0], values[-1][0])
         pending.clear()
 

@@ -117,7 +117,10 @@ def tense_checkpoint(data_dir, tmp_path_factory) -> str:
     (["--eval_every", "0"], "--eval_every"),
     (["--vec_dim", "130"], "n_heads"),
     (["--continue_lr"], "--model_load_path"),
-    (["--mode", "enc"], "--mode"),
+    (["--causal_encoder"], "--causal_encoder"),
+    (["--not_lm", "--is_prefix_lm"], "--is_prefix_lm"),
+    (["--not_lm", "--mode", "enc"], "--not_lm"),
+    (["--decoder_n_layers", "3"], "--decoder_n_layers"),
 ])
 def test_bad_flags_are_refused_with_one_line(data_dir, tmp_path, capsys, flags, message):
     code = run([*TINY, "--dataset", "question", "--max_train_steps", "1",
@@ -168,3 +171,44 @@ def test_two_runs_never_share_a_directory(data_dir, tmp_path, capsys):
     assert run(args, data_dir) == 2
     assert "already" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / "same")) == before
+
+
+@pytest.mark.parametrize("family, extra_key", [
+    (["--is_prefix_lm"], None),
+    (["--not_lm", "--decoder_n_layers", "1"], None),
+    (["--mode", "enc", "--causal_encoder"], None),
+    (["--gated-model"], "l0"),
+])
+def test_every_model_family_trains_and_evaluates(data_dir, tmp_path, family, extra_key):
+    code = run([*TINY, "--dataset", "question", "--callback", "--eval_keys", "val,test",
+                "--max_train_steps", "3", "--eval_every", "3", "--save_dir", str(tmp_path),
+                "--save_prefix", "f", *family], data_dir)
+    assert code == 0
+    events = read_jsonl(str(tmp_path / "f" / "metrics.jsonl"))
+    train_events = [e for e in events if "loss" in e]
+    assert [e["iteration"] for e in train_events] == [1, 2, 3]
+    assert all(0 <= eval_events(str(tmp_path / "f"))[s]["val_aux"] <= 1 for s in (0, 3))
+    if extra_key:
+        assert all(extra_key in e for e in train_events)
+    state = torch.load(tmp_path / "f" / "checkpoint_3.pth", weights_only=True)
+    assert all(k.startswith("model.") for k in state["model_state_dict"])
+
+
+REFERENCE = os.path.join(os.path.dirname(REPO), "shared", "reference")
+
+
+@pytest.mark.skipif(not os.path.isdir(REFERENCE), reason="../shared/reference is absent")
+def test_evaluating_the_research_checkpoint(data_dir, tmp_path):
+    """Our generated sets stand in for the released ones: val_aux 1.0; test_aux 0.0667 there."""
+    expected = json.load(open(os.path.join(REFERENCE, "tiny_qf_expected.json")))
+    code = run(["--encoder_n_layers", "2", "--vec_dim", "128", "--n_heads", "4", "--tied-embedding",
+                "--dataset", "question", "--callback", "--max_train_steps", "0",
+                "--model_load_path", os.path.join(REFERENCE, "tiny_qf_checkpoint_1000.pth"),
+                "--save_dir", str(tmp_path), "--save_prefix", "ref"], data_dir)
+    assert code == 0
+    metrics = eval_events(str(tmp_path / "ref"))[0]
+    assert metrics["val_aux"] == 1.0
+    assert metrics["test_aux"] == pytest.approx(expected["test_aux"], abs=0.02)
+    per_type = {k.split("/", 1)[1] for k in metrics if k.startswith("test_aux_type/")}
+    assert per_type == set(expected["test_aux_per_type"])
+    assert metrics["test_hierarchical"] + metrics["test_linear"] + metrics["test_other"] == pytest.approx(1)
