@@ -1,19 +1,32 @@
 #!/bin/bash
 # SLURM batch script for the paper configuration: one array task per training seed.
 #
-#   mkdir -p slurm_out && sbatch --array=0-9 submit_gpu.sh
-#   DATASET=question_D50 LR=1e-4 SEED0=100 sbatch --array=0-4 submit_gpu.sh
+#   ./submit.sh --array=0-9                                   # seeds 42..51, one GPU each
+#   sbatch --gres=gpu:1 --array=0-9 submit_gpu.sh             # the same without the wrapper
+#   GPUS=0 ./submit.sh --partition=cpu --array=0-4            # a CPU-only partition
 #
-# Every setting is an environment variable (sbatch passes the environment through), so sweeps need
-# no edits of this file. Array task i trains seed SEED0 + i, or the i-th entry of SEEDS="42,7,13".
+# There is no --gres line here because sbatch flags can override an #SBATCH line but not remove
+# it: the GPU request comes from submit.sh (GPUS=N, default 1) or from `sbatch --gres=gpu:N`.
+# Every other setting is an environment variable (sbatch passes the environment through) or an
+# sbatch flag (flags override the #SBATCH lines below), so sweeps need no edits of this file.
+# Array task i trains seed SEED0 + i, or the i-th entry of SEEDS="42,7,13".
+#
+# Time limit and preemption: SLURM sends USR1 to python (exec'd below, so it is the batch shell)
+# five minutes before the limit, and preemption sends TERM; python checkpoints at the next step,
+# requeues the job and exits with 75. The requeued job runs this script again under the same job
+# id, so --resume finds the same run directory and continues from its latest checkpoint.
 #SBATCH --job-name=hier_gen
 #SBATCH --output=slurm_out/%x_%A_%a.out
+#SBATCH --open-mode=append
 #SBATCH --time=48:00:00
-#SBATCH --gres=gpu:1
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=16G
 set -euo pipefail
 
+# The checkout holding train_transformers.py: submit.sh sets it, plain sbatch submits from there.
+HIER_GEN_DIR=${HIER_GEN_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}
 DATASET=${DATASET:-question_qf_disamb}
 DISAMB_NUM=${DISAMB_NUM:-0}
 LR=${LR:-1e-4}
@@ -23,10 +36,21 @@ LAYERS=${LAYERS:-6}
 EVAL_EVERY=${EVAL_EVERY:-2000}
 SAVE_EVERY=${SAVE_EVERY:-100000}
 SAVE_DIR=${SAVE_DIR:-./checkpoints/}
-DATA_DIR=${DATA_DIR:-data_utils}
+DATA_DIR=${DATA_DIR:-$HIER_GEN_DIR/data_utils}
 SEED0=${SEED0:-42}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
 PYTHON=${PYTHON:-python}
+# With GPUs allocated, insist on CUDA: a broken node then fails at once instead of training on CPU.
+if [ "${SLURM_GPUS_ON_NODE:-0}" -gt 0 ]; then
+    DEVICE=${DEVICE:-cuda}
+else
+    DEVICE=${DEVICE:-auto}
+fi
+
+if [ ! -f "$HIER_GEN_DIR/train_transformers.py" ]; then
+    echo "error: no train_transformers.py in $HIER_GEN_DIR: submit from the checkout or set HIER_GEN_DIR" >&2
+    exit 2
+fi
 
 task=${SLURM_ARRAY_TASK_ID:-0}
 if [ -n "${SEEDS:-}" ]; then
@@ -38,8 +62,9 @@ fi
 name="${DATASET}_lr${LR}_seed${SEED}"
 
 # shellcheck disable=SC2086  # EXTRA_FLAGS is a list of flags
-exec "$PYTHON" train_transformers.py --callback --batch_size 8 --dataset "$DATASET" \
+exec "$PYTHON" "$HIER_GEN_DIR/train_transformers.py" --callback --batch_size 8 --dataset "$DATASET" \
     --disamb_num "$DISAMB_NUM" --max_train_steps "$STEPS" --encoder_n_layers "$LAYERS" --lr "$LR" \
     --num_warmup_steps "$WARMUP" --weight_decay 0.0 --max_grad_norm 1.0 --eval_every "$EVAL_EVERY" \
     --seed "$SEED" --tied-embedding --run_name "$name" --save_every "$SAVE_EVERY" \
-    --save_dir "$SAVE_DIR" --save_prefix "$name" --data_dir "$DATA_DIR" $EXTRA_FLAGS
+    --save_dir "$SAVE_DIR" --save_prefix "$name" --data_dir "$DATA_DIR" --device "$DEVICE" \
+    --resume $EXTRA_FLAGS

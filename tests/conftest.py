@@ -18,3 +18,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def data_dir() -> str:
     """A data dir holding the default QF and TI files, generated once per test session."""
     return generated()[0]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node SLURM cluster of our own (tests/slurm_cluster.py); skips without root or SLURM."""
+    from slurm_cluster import local_cluster, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with local_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster

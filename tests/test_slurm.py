@@ -1,0 +1,124 @@
+"""submit.sh / submit_gpu.sh on a real single-node SLURM cluster (the `slurm_cluster` fixture).
+
+Tiny CPU runs (GPUS=0); each job uses this interpreter and the session's generated data dir.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from slurm_cluster import FINAL_STATES
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+SUBMIT = str(REPO / "submit.sh")
+# Small enough for two jobs at once on two cores; sbatch flags override the script's GPU-sized request.
+SBATCH_FLAGS = ["--cpus-per-task=1", "--mem=1G", "--time=10"]
+STEPS = 600
+
+
+def tiny_job_env(data_dir: str, save_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {"GPUS": "0", "PYTHON": sys.executable, "DATA_DIR": data_dir, "SAVE_DIR": str(save_dir),
+           "DATASET": "question", "LR": "1e-3", "STEPS": str(STEPS), "WARMUP": "50", "LAYERS": "2",
+           "EVAL_EVERY": str(STEPS), "SAVE_EVERY": str(STEPS), "SEED0": "7",
+           "EXTRA_FLAGS": "--vec_dim 64 --n_heads 2 --eval_keys val",
+           "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    return {**env, **overrides}
+
+
+def submit(cluster, tmp_path: Path, env: dict[str, str], *flags: str) -> str:
+    """Run submit.sh from tmp_path (logs go to tmp_path/slurm_out); returns the job id."""
+    return cluster.sbatch(SUBMIT, *SBATCH_FLAGS, *flags, env=env, cwd=str(tmp_path))
+
+
+def run_dir(save_dir: Path, job_id: str) -> Path:
+    (path,) = glob.glob(str(save_dir / f"*_{job_id}"))
+    return Path(path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def final_weights(directory: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(directory / f"checkpoint_{STEPS}.pth", weights_only=True)
+    return state["model_state_dict"]
+
+
+def test_array_tasks_train_distinct_seeds(slurm_cluster, data_dir, tmp_path):
+    save_dir = tmp_path / "runs"
+    job = submit(slurm_cluster, tmp_path, tiny_job_env(data_dir, save_dir), "--array=0-1")
+    records = slurm_cluster.wait(job, timeout=180)
+    assert [r["JobState"] for r in records] == ["COMPLETED"] * 2, [slurm_cluster.log(r) for r in records]
+    seeds = set()
+    for r in records:
+        directory = run_dir(save_dir, r["JobId"])
+        seeds.add(json.loads((directory / "args.json").read_text())["seed"])
+        assert any(e.get("iteration") == STEPS and "curr-val-ppl" in e
+                   for e in read_jsonl(directory / "metrics.jsonl"))
+        assert (directory / "checkpoint_0.pth").exists() and (directory / f"checkpoint_{STEPS}.pth").exists()
+        assert r["StdOut"] == str(tmp_path / "slurm_out" / f"hier_gen_{job}_{r['ArrayTaskId']}.out")
+    assert seeds == {7, 8}
+
+
+def test_signalled_job_requeues_and_resumes_to_the_same_weights(slurm_cluster, data_dir, tmp_path):
+    save_dir = tmp_path / "runs"
+    env = tiny_job_env(data_dir, save_dir)
+    reference = submit(slurm_cluster, tmp_path, env)
+    job = submit(slurm_cluster, tmp_path, env)
+    wait_for_training_progress(save_dir, job, timeout=120)
+    slurm_cluster.command("scancel", "--signal=USR1", "--batch", job)
+    # A requeued job waits about two minutes before it may start again; let it start now.
+    (record,) = wait_until_requeued(slurm_cluster, job, timeout=60)
+    slurm_cluster.command("scontrol", "update", f"JobId={job}", "StartTime=now")
+    (record,) = slurm_cluster.wait(job, timeout=180)
+    (ref_record,) = slurm_cluster.wait(reference, timeout=60)
+    assert record["JobState"] == ref_record["JobState"] == "COMPLETED", slurm_cluster.log(record)
+    assert record["Restarts"] == "1"
+    steps = [int(p.stem.split("_")[1]) for p in run_dir(save_dir, job).glob("checkpoint_*.pth")]
+    assert any(0 < s < STEPS for s in steps), f"no checkpoint from the signal: {sorted(steps)}"
+    resumed, uninterrupted = final_weights(run_dir(save_dir, job)), final_weights(run_dir(save_dir, reference))
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(resumed[name], tensor), name
+
+
+def wait_for_training_progress(save_dir: Path, job: str, timeout: float) -> None:
+    """Until the job's metrics.jsonl holds a training step (so python handles signals by now)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        paths = glob.glob(str(save_dir / f"*_{job}" / "metrics.jsonl"))
+        if paths and any("loss" in e for e in read_jsonl(Path(paths[0]))):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job} logged no training step in {timeout:.0f} s")
+
+
+def wait_until_requeued(cluster, job: str, timeout: float) -> list[dict[str, str]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = cluster.jobs(job)
+        if records[0]["JobState"] == "PENDING" and records[0]["Restarts"] != "0":
+            return records
+        if records[0]["JobState"] in FINAL_STATES:
+            raise AssertionError(f"job {job} ended {records[0]['JobState']} instead of requeueing:\n"
+                                 + cluster.log(records[0]))
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job} was not requeued within {timeout:.0f} s")
+
+
+def test_bad_flag_fails_the_job_with_a_one_line_reason(slurm_cluster, data_dir, tmp_path):
+    env = tiny_job_env(data_dir, tmp_path / "runs", EXTRA_FLAGS="--batch_size 0")
+    job = submit(slurm_cluster, tmp_path, env)
+    (record,) = slurm_cluster.wait(job, timeout=60)
+    assert record["JobState"] == "FAILED" and record["ExitCode"] == "2:0"
+    assert record["Restarts"] == "0"
+    assert slurm_cluster.log(record).splitlines() == ["error: --batch_size must be at least 1 (got 0)"]
