@@ -55,10 +55,14 @@ class Cluster:
 
     def sbatch(self, script: str, *flags: str, env: dict[str, str] | None = None, cwd: str | None = None) -> str:
         """Submit `script` with sbatch flags; extra `env` is exported to the job. Returns the job id."""
-        done = subprocess.run(["sbatch", "--parsable", *flags, script], env={**self.env, **(env or {})},
-                              cwd=cwd, capture_output=True, text=True, timeout=60)
+        return self.submit("sbatch", "--parsable", *flags, script, env=env, cwd=cwd)
+
+    def submit(self, *argv: str, env: dict[str, str] | None = None, cwd: str | None = None) -> str:
+        """Run a submitting command (one that ends in `sbatch --parsable`); returns the job id."""
+        done = subprocess.run(argv, env={**self.env, **(env or {})}, cwd=cwd, capture_output=True,
+                              text=True, timeout=60)
         if done.returncode != 0:
-            raise RuntimeError(f"sbatch failed ({done.returncode}): {done.stderr.strip()}")
+            raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
         return done.stdout.strip().split(";")[0]
 
     def jobs(self, job_id: str) -> list[dict[str, str]]:

@@ -36,7 +36,7 @@ def tiny_job_env(data_dir: str, save_dir: Path, **overrides: str) -> dict[str, s
 
 def submit(cluster, tmp_path: Path, env: dict[str, str], *flags: str) -> str:
     """Run submit.sh from tmp_path (logs go to tmp_path/slurm_out); returns the job id."""
-    return cluster.sbatch(SUBMIT, *SBATCH_FLAGS, *flags, env=env, cwd=str(tmp_path))
+    return cluster.submit(SUBMIT, "--parsable", *SBATCH_FLAGS, *flags, env=env, cwd=str(tmp_path))
 
 
 def run_dir(save_dir: Path, job_id: str) -> Path:
