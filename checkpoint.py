@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import sys
 
 import numpy as np
 import torch
@@ -25,7 +26,8 @@ def checkpoint_path(run_dir: str, step: int) -> str:
 
 
 def save_checkpoint(path: str, *, model, optimizer, scheduler, step: int, sampler_state: dict,
-                    vocab_words: list[str], args: dict) -> None:
+                    best: dict[str, float], wandb_id: str | None, vocab_words: list[str],
+                    args: dict) -> None:
     state = {
         "model_state_dict": research_state_dict(model),
         "scheduler_state_dict": scheduler.state_dict(),
@@ -33,6 +35,8 @@ def save_checkpoint(path: str, *, model, optimizer, scheduler, step: int, sample
         "step": step,
         "sampler_state": sampler_state,
         "rng_state": rng_state(),
+        "best": dict(best),
+        "wandb_id": wandb_id,
         "vocab": list(vocab_words),
         "args": args,
         "format": FORMAT,
@@ -41,18 +45,32 @@ def save_checkpoint(path: str, *, model, optimizer, scheduler, step: int, sample
         torch.save(state, f)
 
 
+def latest_checkpoint(run_dir: str) -> tuple[str, dict] | None:
+    """The newest readable checkpoint of a run directory, after removing leftovers of torn saves.
+
+    Saves are atomic, so a newer file that does not load was damaged afterwards (disk trouble);
+    it is reported and the previous one is used.
+    """
+    for name in os.listdir(run_dir):
+        if name.startswith(".checkpoint_") and ".tmp" in name:
+            os.remove(os.path.join(run_dir, name))
+    steps = sorted((int(m.group(1)) for name in os.listdir(run_dir) if (m := _NAME.fullmatch(name))),
+                   reverse=True)
+    for step in steps:
+        path = checkpoint_path(run_dir, step)
+        try:
+            return path, load_training_checkpoint(path)
+        except HierGenError as e:
+            print(f"warning: skipping {e}", file=sys.stderr)
+    return None
+
+
 def load_training_checkpoint(path: str) -> dict:
     """A checkpoint written by this project (all resume keys present)."""
     state = load_checkpoint_file(path)
     if state.get("format") != FORMAT:
         raise HierGenError(f"{path}: not a checkpoint written by hier_gen (cannot resume from it)")
     return state
-
-
-def checkpoint_steps(run_dir: str) -> list[int]:
-    """Steps of the complete checkpoints in a run directory, ascending (temporaries ignored)."""
-    steps = [int(m.group(1)) for name in os.listdir(run_dir) if (m := _NAME.fullmatch(name))]
-    return sorted(steps)
 
 
 def rng_state() -> dict:

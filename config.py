@@ -31,6 +31,7 @@ class TrainConfig:
     max_train_steps: int
     continue_lr: bool
     model_load_path: str
+    resume: bool
     is_prefix_lm: bool
     label_smoothing: float
     callback: bool
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model_load_path", default="", help="initialise from a checkpoint (ours or research)")
     t.add_argument("--continue_lr", action="store_true",
                    help="continue the lr schedule (and step count) of --model_load_path")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in its directory from its latest checkpoint (start it if none)")
     t.add_argument("--gpu_id", type=int, default=0, help="CUDA device index (with --device auto or cuda)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
@@ -127,7 +130,7 @@ def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> 
         seed=ns.seed, batch_size=ns.batch_size, lr=ns.lr, weight_decay=ns.weight_decay,
         num_warmup_steps=ns.num_warmup_steps, max_grad_norm=ns.max_grad_norm,
         no_decay_lr=ns.no_decay_lr, max_train_steps=ns.max_train_steps,
-        continue_lr=ns.continue_lr, model_load_path=ns.model_load_path,
+        continue_lr=ns.continue_lr, model_load_path=ns.model_load_path, resume=ns.resume,
         is_prefix_lm=ns.is_prefix_lm, label_smoothing=ns.label_smoothing, callback=ns.callback,
         eval_keys=tuple(k.strip() for k in ns.eval_keys.split(",") if k.strip()) or ("val", "test"),
         eval_every=ns.eval_every, eval_batch_size=ns.eval_batch_size, save_every=ns.save_every,
@@ -158,6 +161,7 @@ def _check_training_flags(ns: argparse.Namespace) -> None:
     _require(ns.save_every >= 1, f"--save_every must be at least 1 (got {ns.save_every})")
     _require(not ns.continue_lr or ns.model_load_path, "--continue_lr needs --model_load_path")
     _require(ns.save_prefix is None or ns.save_dir is not None, "--save_prefix needs --save_dir")
+    _require(not ns.resume or ns.save_dir is not None, "--resume needs --save_dir")
     if ns.model_load_path and not os.path.isfile(ns.model_load_path):
         raise HierGenError(f"--model_load_path {ns.model_load_path}: no such file")
 

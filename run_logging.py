@@ -11,30 +11,82 @@ import time
 from tqdm import tqdm
 
 from config import Config
+from util import atomic_write_text
 
 STATUS_EVERY_S = 60.0  # one status line a minute when output is not a terminal
+
+
+class MetricsFile:
+    """metrics.jsonl, appended with whole lines only.
+
+    Each batch of events goes out in one write() on an O_APPEND descriptor: a killed process
+    leaves the file either without the batch or with all of it, never with half a line.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.buffer: list[str] = []
+
+    def add(self, event: dict) -> None:
+        self.buffer.append(json.dumps(event) + "\n")
+
+    def flush(self, durable: bool = False) -> None:
+        data = "".join(self.buffer).encode()
+        self.buffer.clear()
+        while data:
+            data = data[os.write(self.fd, data):]
+        if durable:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        self.flush(durable=True)
+        os.close(self.fd)
+
+
+def truncate_metrics(path: str, step: int) -> None:
+    """Keep the events up to `step` (the checkpoint a run resumes from), dropping a torn last line."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            if json.loads(line)["iteration"] <= step:
+                kept.append(line)
+    atomic_write_text(path, "".join(kept))
 
 
 class RunLogger:
     """Sends every logged event, with the same keys and values, to metrics.jsonl and W&B."""
 
-    def __init__(self, cfg: Config, run_dir: str | None, project: str, start_step: int):
+    def __init__(self, cfg: Config, run_dir: str | None, project: str, start_step: int,
+                 wandb_id: str | None = None):
         t = cfg.train
-        self.jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a") if run_dir else None
-        self.wandb_run = _start_wandb(cfg, run_dir, project) if t.run_name else None
+        self.metrics = MetricsFile(os.path.join(run_dir, "metrics.jsonl")) if run_dir else None
+        self.wandb_run = _start_wandb(cfg, run_dir, project, wandb_id) if t.run_name else None
         total = t.max_train_steps
         self.bar = tqdm(total=total, initial=start_step, unit="step", dynamic_ncols=True,
                         disable=not sys.stderr.isatty() or total == start_step)
         self.started = self.last_status = time.monotonic()
         self.start_step, self.total = start_step, total
 
+    @property
+    def wandb_id(self) -> str | None:
+        return self.wandb_run.id if self.wandb_run else None
+
     def log(self, metrics: dict, step: int) -> None:
         metrics = {k: _plain(v) for k, v in metrics.items()}
-        if self.jsonl:
-            self.jsonl.write(json.dumps(metrics) + "\n")
-            self.jsonl.flush()
+        if self.metrics:
+            self.metrics.add(metrics)
         if self.wandb_run:
             self.wandb_run.log(metrics, step=step)
+
+    def flush(self, durable: bool = False) -> None:
+        """Write the logged events out; `durable` also syncs them (before a checkpoint)."""
+        if self.metrics:
+            self.metrics.flush(durable)
 
     def progress(self, step: int, loss: float) -> None:
         """Advance the bar (or print a status line every minute when not on a terminal)."""
@@ -51,13 +103,13 @@ class RunLogger:
 
     def close(self) -> None:
         self.bar.close()
-        if self.jsonl:
-            self.jsonl.close()
+        if self.metrics:
+            self.metrics.close()
         if self.wandb_run:
             self.wandb_run.finish()
 
 
-def _start_wandb(cfg: Config, run_dir: str | None, project: str):
+def _start_wandb(cfg: Config, run_dir: str | None, project: str, wandb_id: str | None):
     """Import wandb only now: machines without it can train with logging off."""
     t = cfg.train
     if t.wandb_mode == "disabled":
@@ -66,7 +118,8 @@ def _start_wandb(cfg: Config, run_dir: str | None, project: str):
 
     name = f"{t.run_name}-{t.slurm_job_id}" if t.slurm_job_id else t.run_name
     return wandb.init(project=project, entity=t.wandb_entity, name=name, config=cfg.args,
-                      mode=t.wandb_mode, dir=run_dir)
+                      mode=t.wandb_mode, dir=run_dir, id=wandb_id,
+                      resume="allow" if wandb_id else None)
 
 
 def _plain(value):

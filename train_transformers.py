@@ -2,16 +2,19 @@
 
     python train_transformers.py --dataset question --callback --tied-embedding ...
 
-Flags: see `--help` and README.md. Errors the user can fix print one line and exit with code 2.
+Flags: see `--help` and README.md. Exit codes: 0 done; 1 the run failed (non-finite loss, a file
+that cannot be written; its last checkpoint is kept); 2 bad flags, data or checkpoint (one line,
+nothing written); 75 stopped by SIGTERM/SIGUSR1 after a checkpoint (`--resume` continues; under
+SLURM the job has requeued itself).
 """
 from __future__ import annotations
 
 import sys
 
 from config import parse_config
-from util import HierGenError
+from util import HierGenError, Preempted, RunFailed
 
-EXIT_USAGE = 2
+EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED = 1, 2, 75
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     except HierGenError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except Preempted as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_PREEMPTED
     return 0
 
 

@@ -2,24 +2,31 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import signal
+import subprocess
 import time
 
 import numpy as np
 import torch
 
-from checkpoint import checkpoint_path, save_checkpoint
+from checkpoint import checkpoint_path, latest_checkpoint, save_checkpoint, set_rng_state
 from collate import collate
 from config import Config
 from data_utils.load import load_task
 from evaluation import SplitResult, evaluate, make_eval_batches
-from run_logging import RunLogger
+from run_logging import RunLogger, truncate_metrics
 from sequence import Sequence, encode
 from transformer_helpers import create_model, create_model_interface, load_checkpoint_file, load_model_weights
-from util import HierGenError, atomic_write_text
+from util import HierGenError, Preempted, RunFailed, atomic_write_text
 
 TRAIN_LOG_FLUSH = 100  # training-step metrics are read off the device in chunks, not every step
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # preemption: checkpoint, then exit (and requeue)
+# Flags that may differ between a run and its resumption: they do not change what is computed.
+RESUMABLE_CHANGES = {"resume", "device", "gpu_id", "wandb_mode", "wandb_entity", "data_dir",
+                     "eval_batch_size"}
 
 
 class EpochSampler:
@@ -76,59 +83,87 @@ def seed_everything(seed: int) -> None:
 
 
 def run_directory(cfg: Config) -> str | None:
-    """`{save_dir}/{save_prefix}[_{SLURM_JOB_ID}]`; two runs never share one silently."""
+    """`{save_dir}/{save_prefix}[_{SLURM_JOB_ID}]`; two runs never share one silently.
+
+    Without --save_prefix the name is made unique by a timestamp (or the SLURM job id, so that a
+    requeued job finds its directory again).
+    """
     t = cfg.train
     if t.save_dir is None:
         return None
-    name = t.save_prefix or f"{cfg.data.dataset}_seed{t.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    if t.resume and not (t.save_prefix or t.slurm_job_id):
+        raise HierGenError("--resume needs --save_prefix (outside SLURM) to find the run directory")
+    name = t.save_prefix or f"{cfg.data.dataset}_seed{t.seed}"
     if t.slurm_job_id:
         name = f"{name}_{t.slurm_job_id}"
+    elif not t.save_prefix:
+        name = f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
     path = os.path.join(t.save_dir, name)
-    if os.path.exists(path) and os.listdir(path):
-        raise HierGenError(f"run directory {path} already holds files; choose another --save_prefix")
+    if not t.resume and os.path.exists(path) and os.listdir(path):
+        raise HierGenError(f"run directory {path} already holds files; choose another --save_prefix "
+                           "or continue it with --resume")
     existing = t.save_dir
     while not os.path.exists(existing):
         existing = os.path.dirname(os.path.abspath(existing))
-    if not os.access(existing, os.W_OK | os.X_OK) or not os.path.isdir(existing):
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
         raise HierGenError(f"--save_dir {t.save_dir}: not writable")
     return path
 
 
+class StopRequest:
+    """Records SIGTERM/SIGUSR1 so that the loop can checkpoint at the next step boundary."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
 class Trainer:
-    """One run: built from a Config, then `run()`."""
+    """One run: built from a Config (everything that can be refused is checked here, before any
+    file is written), then `run()`."""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
         t = cfg.train
         self.run_dir = run_directory(cfg)
-        loaded = load_checkpoint_file(t.model_load_path) if t.model_load_path else None
+        resumed = latest_checkpoint(self.run_dir) if t.resume and os.path.isdir(self.run_dir) else None
+        loaded = load_checkpoint_file(t.model_load_path) if t.model_load_path and not resumed else None
         self.task = load_task(cfg.data, list(t.eval_keys))
         self.device = torch.device(t.device)
         seed_everything(t.seed)
         self.model = create_model(cfg.model, len(self.task.vocab))
         if loaded is not None:
             load_model_weights(self.model, loaded, t.model_load_path)
-            self._check_vocab(loaded)
+            self._check_vocab(loaded, t.model_load_path)
         self.model.to(self.device)
         self.interface = create_model_interface(self.model, is_prefix_lm=t.is_prefix_lm,
                                                 label_smoothing=t.label_smoothing,
                                                 gate_l0_penalty=cfg.model.gate_l0_penalty)
         self.optimizer = make_optimizer(self.model, t.lr, t.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, t.num_warmup_steps, t.max_train_steps, t.no_decay_lr)
-        self.step = self._continue_lr(loaded) if t.continue_lr else 0
+        self.step = self._continue_lr(loaded) if t.continue_lr and loaded is not None else 0
         self.train_seqs: list[Sequence] = [encode(e, self.task.vocab) for e in self.task.train]
-        if not self.train_seqs and t.max_train_steps > self.step:
-            raise HierGenError("the training set is empty after filtering")
         self.sampler = EpochSampler(len(self.train_seqs), t.batch_size, t.seed)
         self.eval_batches = {split: make_eval_batches(examples, self.task.vocab, t.eval_batch_size)
                              for split, examples in self.task.eval.items()}
         self.best: dict[str, float] = {}
+        self.wandb_id: str | None = None
+        self.resumed = resumed is not None
+        if resumed:
+            self._restore(*resumed)
 
-    def _check_vocab(self, loaded: dict) -> None:
+    def _check_vocab(self, loaded: dict, path: str) -> None:
         saved = loaded.get("vocab")
         if saved is not None and list(saved) != self.task.vocab.words:
-            raise HierGenError(f"{self.cfg.train.model_load_path}: checkpoint vocabulary differs from "
-                               f"the vocabulary of dataset {self.cfg.data.dataset}")
+            raise HierGenError(f"{path}: checkpoint vocabulary differs from the vocabulary of "
+                               f"dataset {self.cfg.data.dataset}")
 
     def _continue_lr(self, loaded: dict) -> int:
         """Start the schedule (and the step count) where the loaded checkpoint left it."""
@@ -143,30 +178,71 @@ class Trainer:
         self.scheduler.step()
         return step
 
+    def _restore(self, path: str, state: dict) -> None:
+        """Continue exactly where checkpoint `path` of this run left off."""
+        changed = sorted(k for k in set(state["args"]) | set(self.cfg.args)
+                         if k not in RESUMABLE_CHANGES and state["args"].get(k) != self.cfg.args.get(k))
+        if changed:
+            raise HierGenError(f"{path}: the run was started with other values of "
+                               f"{', '.join('--' + k for k in changed)}; resume it with the same flags")
+        self._check_vocab(state, path)
+        load_model_weights(self.model, state, path)
+        self.optimizer.load_state_dict(state["optimizer_state_dict"])
+        self.scheduler.load_state_dict(state["scheduler_state_dict"])
+        self.sampler.load_state_dict(state["sampler_state"])
+        set_rng_state(state["rng_state"])
+        self.step, self.best, self.wandb_id = state["step"], dict(state["best"]), state["wandb_id"]
+        print(f"resuming {self.run_dir} from step {self.step}", flush=True)
+
     def run(self) -> dict[str, float]:
-        """Train to max_train_steps; return the metrics of the last evaluation."""
-        t = self.cfg.train
-        if self.run_dir:
-            os.makedirs(self.run_dir, exist_ok=True)
-            atomic_write_text(os.path.join(self.run_dir, "args.json"), json.dumps(self.cfg.args, indent=4))
-        logger = RunLogger(self.cfg, self.run_dir, self.task.wandb_project, self.step)
+        """Train to max_train_steps; return the metrics of the last evaluation.
+
+        Raises Preempted after checkpointing on SIGTERM/SIGUSR1, RunFailed on a non-finite loss
+        or gradient and when a file cannot be written; the last complete checkpoint is kept.
+        """
         try:
-            last = self._evaluate_and_log(logger)
-            self._save()
+            self._prepare_run_dir()
+            return self._loop()
+        except OSError as e:
+            raise RunFailed(f"cannot write {e.filename or 'a run file'}: {e.strerror}; "
+                            "the last complete checkpoint is kept") from None
+
+    def _prepare_run_dir(self) -> None:
+        if not self.run_dir:
+            return
+        os.makedirs(self.run_dir, exist_ok=True)
+        # Events after the checkpoint we resume from are logged again by this run.
+        truncate_metrics(os.path.join(self.run_dir, "metrics.jsonl"), self.step if self.resumed else -1)
+        atomic_write_text(os.path.join(self.run_dir, "args.json"), json.dumps(self.cfg.args, indent=4))
+
+    def _loop(self) -> dict[str, float]:
+        t = self.cfg.train
+        logger = RunLogger(self.cfg, self.run_dir, self.task.wandb_project, self.step, self.wandb_id)
+        self.wandb_id = logger.wandb_id
+        stop = StopRequest()
+        last: dict[str, float] = {}
+        try:
+            if not self.resumed:
+                last = self._evaluate_and_log(logger)
+                self._save(logger)
             pending: list[tuple[int, float, dict[str, torch.Tensor]]] = []
             self.model.train()
-            while self.step < t.max_train_steps:
+            while self.step < t.max_train_steps and stop.signum is None:
                 pending.append(self._train_step())
                 done = self.step == t.max_train_steps
                 evaluating = self.step % t.eval_every == 0 or done
-                if len(pending) >= TRAIN_LOG_FLUSH or evaluating or self.step % t.save_every == 0:
+                saving = self.step % t.save_every == 0 or done or stop.signum is not None
+                if len(pending) >= TRAIN_LOG_FLUSH or evaluating or saving:
                     self._flush_train_log(logger, pending)
                 if evaluating:
                     last = self._evaluate_and_log(logger)
-                if self.step % t.save_every == 0 or done:
-                    self._save()
+                if saving:
+                    self._save(logger)
         finally:
+            stop.restore()
             logger.close()
+        if stop.signum is not None and self.step < t.max_train_steps:
+            self._preempt(stop.signum)
         return last
 
     def _train_step(self) -> tuple[int, float, dict[str, torch.Tensor]]:
@@ -187,10 +263,19 @@ class Trainer:
         return self.step, lr, logged
 
     def _flush_train_log(self, logger: RunLogger, pending: list) -> None:
-        """Read the pending steps' values off the device in one transfer and log them in order."""
+        """Read the pending steps' values off the device in one transfer and log them in order.
+
+        Checking here rather than every step keeps the GPU free of host syncs; a non-finite value
+        stops the run before the next checkpoint could save damaged weights.
+        """
         names = list(pending[0][2])
         values = torch.stack([torch.stack([logged[n] for n in names]) for _, _, logged in pending]).tolist()
         for (step, lr, _), row in zip(pending, values):
+            bad = [name for name, value in zip(names, row) if not math.isfinite(value)]
+            if bad:
+                logger.flush()
+                raise RunFailed(f"non-finite {' and '.join(bad)} at step {step}; stopping, the last "
+                                "good checkpoint is kept")
             logger.log({**dict(zip(names, row)), "lr": lr, "iteration": step}, step)
         logger.progress(pending[-1][0], values[-1][0])
         pending.clear()
@@ -207,13 +292,25 @@ class Trainer:
         _print_summary(self.step, metrics)
         return metrics
 
-    def _save(self) -> None:
+    def _save(self, logger: RunLogger) -> None:
+        """Make the logged events durable, then write the checkpoint (atomically)."""
+        logger.flush(durable=True)
         if not self.run_dir:
             return
         save_checkpoint(checkpoint_path(self.run_dir, self.step), model=self.model,
                         optimizer=self.optimizer, scheduler=self.scheduler, step=self.step,
-                        sampler_state=self.sampler.state_dict(), vocab_words=self.task.vocab.words,
-                        args=self.cfg.args)
+                        sampler_state=self.sampler.state_dict(), best=self.best,
+                        wandb_id=self.wandb_id, vocab_words=self.task.vocab.words, args=self.cfg.args)
+
+    def _preempt(self, signum: int) -> None:
+        """After the checkpoint: under SLURM requeue this job (it resumes with --resume), then stop."""
+        job = self.cfg.train.slurm_job_id
+        if job:
+            requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            if requeued.returncode != 0:
+                print(f"warning: scontrol requeue {job} failed: {requeued.stderr.strip()}", flush=True)
+        raise Preempted(f"stopped by {signal.Signals(signum).name} at step {self.step}; checkpoint saved"
+                        + (f" in {self.run_dir}, continue with --resume" if self.run_dir else ""))
 
 
 def _clip_grad_norm(model: torch.nn.Module, max_norm: float) -> torch.Tensor:

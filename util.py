@@ -50,3 +50,11 @@ def _fsync_dir(directory: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class RunFailed(Exception):
+    """A run that cannot go on (non-finite loss, disk full); its last checkpoint is kept. Exit 1."""
+
+
+class Preempted(Exception):
+    """A run stopped by SIGTERM/SIGUSR1 after saving a checkpoint; `--resume` continues it."""
