@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import glob
 import json
-import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -71,20 +71,23 @@ def test_array_tasks_train_distinct_seeds(slurm_cluster, data_dir, tmp_path):
 
 def test_signalled_job_requeues_and_resumes_to_the_same_weights(slurm_cluster, data_dir, tmp_path):
     save_dir = tmp_path / "runs"
-    env = tiny_job_env(data_dir, save_dir)
+    # metrics.jsonl is written out at each checkpoint: SAVE_EVERY sets when progress shows.
+    env = tiny_job_env(data_dir, save_dir, SAVE_EVERY=str(STEPS // 3))
     reference = submit(slurm_cluster, tmp_path, env)
     job = submit(slurm_cluster, tmp_path, env)
     wait_for_training_progress(save_dir, job, timeout=120)
     slurm_cluster.command("scancel", "--signal=USR1", "--batch", job)
+    wait_until_requeued(slurm_cluster, job, timeout=60)
     # A requeued job waits about two minutes before it may start again; let it start now.
-    (record,) = wait_until_requeued(slurm_cluster, job, timeout=60)
     slurm_cluster.command("scontrol", "update", f"JobId={job}", "StartTime=now")
     (record,) = slurm_cluster.wait(job, timeout=180)
     (ref_record,) = slurm_cluster.wait(reference, timeout=60)
-    assert record["JobState"] == ref_record["JobState"] == "COMPLETED", slurm_cluster.log(record)
+    log = slurm_cluster.log(record)
+    assert record["JobState"] == ref_record["JobState"] == "COMPLETED", log
     assert record["Restarts"] == "1"
-    steps = [int(p.stem.split("_")[1]) for p in run_dir(save_dir, job).glob("checkpoint_*.pth")]
-    assert any(0 < s < STEPS for s in steps), f"no checkpoint from the signal: {sorted(steps)}"
+    stopped = re.search(r"stopped by SIGUSR1 at step (\d+)", log)
+    assert stopped and 0 < int(stopped.group(1)) < STEPS, log
+    assert f"from step {stopped.group(1)}" in log, log  # resumed from the signal's checkpoint
     resumed, uninterrupted = final_weights(run_dir(save_dir, job)), final_weights(run_dir(save_dir, reference))
     assert resumed.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
