@@ -78,7 +78,10 @@ def test_signalled_job_requeues_and_resumes_to_the_same_weights(slurm_cluster, d
     wait_for_training_progress(save_dir, job, timeout=120)
     slurm_cluster.command("scancel", "--signal=USR1", "--batch", job)
     wait_until_requeued(slurm_cluster, job, timeout=60)
-    # A requeued job waits about two minutes before it may start again; let it start now.
+    # A requeued job waits about two minutes before it may start again; let it start now. Not in
+    # the second of the requeue though: slurmd revokes the old run's credential with a timestamp
+    # in whole seconds, and a new credential of that same second is refused ("credential revoked").
+    time.sleep(2)
     slurm_cluster.command("scontrol", "update", f"JobId={job}", "StartTime=now")
     (record,) = slurm_cluster.wait(job, timeout=180)
     (ref_record,) = slurm_cluster.wait(reference, timeout=60)
