@@ -128,3 +128,10 @@ def test_bad_flag_fails_the_job_with_a_one_line_reason(slurm_cluster, data_dir, 
     assert record["JobState"] == "FAILED" and record["ExitCode"] == "2:0"
     assert record["Restarts"] == "0"
     assert slurm_cluster.log(record).splitlines() == ["error: --batch_size must be at least 1 (got 0)"]
+
+
+def test_gpus_1_asks_each_task_for_a_gpu(slurm_cluster, data_dir, tmp_path):
+    """The paper's setting: this cluster has no GPUs, so sbatch refuses the request outright."""
+    env = tiny_job_env(data_dir, tmp_path / "runs", GPUS="1")
+    with pytest.raises(RuntimeError, match=r"generic resource \(gres\)"):
+        submit(slurm_cluster, tmp_path, env)
