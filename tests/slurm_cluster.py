@@ -42,8 +42,7 @@ def clean_environment(conf: Path) -> dict[str, str]:
 class Cluster:
     """Submit jobs, follow them and read their logs. Job ids are strings (`"12"`, `"12_1"`)."""
 
-    def __init__(self, root: Path, env: dict[str, str]):
-        self.root = root
+    def __init__(self, env: dict[str, str]):
         self.env = env
 
     def command(self, *args: str) -> str:
@@ -158,8 +157,8 @@ class _Daemons:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, *args: str) -> None:
-        out = open(self.root / "log" / f"{name}.out", "wb")
-        proc = subprocess.Popen([name, *args], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        with open(self.root / "log" / f"{name}.out", "wb") as out:
+            proc = subprocess.Popen([name, *args], env=self.env, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append((name, proc))
 
     def check_running(self) -> None:
@@ -199,7 +198,7 @@ def local_cluster(root: Path) -> Iterator[Cluster]:
     node = socket.gethostname().split(".")[0]
     conf = _write_config(root, node)
     env = clean_environment(conf)
-    cluster = Cluster(root, env)
+    cluster = Cluster(env)
     daemons = _Daemons(root, env)
     munge = root / "munge"
     try:
