@@ -54,15 +54,18 @@ def latest_checkpoint(run_dir: str) -> tuple[str, dict] | None:
     for name in os.listdir(run_dir):
         if name.startswith(".checkpoint_") and ".tmp" in name:
             os.remove(os.path.join(run_dir, name))
-    steps = sorted((int(m.group(1)) for name in os.listdir(run_dir) if (m := _NAME.fullmatch(name))),
-                   reverse=True)
-    for step in steps:
+    for step in reversed(checkpoint_steps(run_dir)):
         path = checkpoint_path(run_dir, step)
         try:
             return path, load_training_checkpoint(path)
         except HierGenError as e:
             print(f"warning: skipping {e}", file=sys.stderr)
     return None
+
+
+def checkpoint_steps(run_dir: str) -> list[int]:
+    """Steps of the complete checkpoints in a run directory, ascending (temporaries ignored)."""
+    return sorted(int(m.group(1)) for name in os.listdir(run_dir) if (m := _NAME.fullmatch(name)))
 
 
 def load_training_checkpoint(path: str) -> dict:

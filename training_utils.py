@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from checkpoint import checkpoint_path, latest_checkpoint, save_checkpoint, set_rng_state
+from checkpoint import checkpoint_path, checkpoint_steps, latest_checkpoint, save_checkpoint, set_rng_state
 from collate import collate
 from config import Config
 from data_utils.load import load_task
@@ -204,8 +204,14 @@ class Trainer:
             self._prepare_run_dir()
             return self._loop()
         except OSError as e:
-            raise RunFailed(f"cannot write {e.filename or 'a run file'}: {e.strerror}; "
-                            "the last complete checkpoint is kept") from None
+            raise RunFailed(f"cannot write {e.filename or 'a run file'}: {e.strerror} "
+                            f"({self._kept()})") from None
+
+    def _kept(self) -> str:
+        saved = checkpoint_steps(self.run_dir) if self.run_dir and os.path.isdir(self.run_dir) else []
+        if not saved:
+            return "no checkpoint was saved"
+        return f"last good checkpoint: {checkpoint_path(self.run_dir, saved[-1])}"
 
     def _prepare_run_dir(self) -> None:
         if not self.run_dir:
@@ -274,8 +280,8 @@ class Trainer:
             bad = [name for name, value in zip(names, row) if not math.isfinite(value)]
             if bad:
                 logger.flush()
-                raise RunFailed(f"non-finite {' and '.join(bad)} at step {step}; stopping, the last "
-                                "good checkpoint is kept")
+                raise RunFailed(f"non-finite {' and '.join(bad)} at step {step}; stopping "
+                                f"({self._kept()})")
             logger.log({**dict(zip(names, row)), "lr": lr, "iteration": step}, step)
         logger.progress(pending[-1][0], values[-1][0])
         pending.clear()

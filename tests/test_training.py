@@ -212,3 +212,16 @@ def test_evaluating_the_research_checkpoint(data_dir, tmp_path):
     per_type = {k.split("/", 1)[1] for k in metrics if k.startswith("test_aux_type/")}
     assert per_type == set(expected["test_aux_per_type"])
     assert metrics["test_hierarchical"] + metrics["test_linear"] + metrics["test_other"] == pytest.approx(1)
+
+
+def test_continue_lr_continues_the_schedule_and_step_count(data_dir, tmp_path):
+    common = ["--encoder_n_layers", "1", "--vec_dim", "32", "--n_heads", "2", "--lr", "1e-3",
+              "--num_warmup_steps", "2", "--dataset", "question", "--eval_keys", "val",
+              "--max_train_steps", "6", "--eval_every", "3", "--save_every", "3", "--save_dir", str(tmp_path)]
+    assert run([*common, "--save_prefix", "a"], data_dir) == 0
+    assert run([*common, "--save_prefix", "b", "--continue_lr",
+                "--model_load_path", str(tmp_path / "a" / "checkpoint_3.pth")], data_dir) == 0
+    lrs = {name: {e["iteration"]: e["lr"] for e in read_jsonl(str(tmp_path / name / "metrics.jsonl"))
+                  if "lr" in e} for name in "ab"}
+    assert sorted(lrs["b"]) == [4, 5, 6]
+    assert all(lrs["b"][step] == lrs["a"][step] for step in (4, 5, 6))
