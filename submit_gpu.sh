@@ -1,31 +1,30 @@
 #!/bin/bash
 # SLURM batch script for the paper configuration: one array task per training seed.
 #
-#   ./submit.sh --array=0-9                                   # seeds 42..51, one GPU each
-#   sbatch --gres=gpu:1 --array=0-9 submit_gpu.sh             # the same without the wrapper
-#   GPUS=0 ./submit.sh --partition=cpu --array=0-4            # a CPU-only partition
+#   mkdir -p slurm_out && sbatch --array=0-9 submit_gpu.sh              # seeds 42..51, one GPU each
+#   sbatch --gres=none --partition=cpu --array=0-4 submit_gpu.sh        # a CPU-only partition
 #
-# There is no --gres line here because sbatch flags can override an #SBATCH line but not remove
-# it: the GPU request comes from submit.sh (GPUS=N, default 1) or from `sbatch --gres=gpu:N`.
-# Every other setting is an environment variable (sbatch passes the environment through) or an
-# sbatch flag (flags override the #SBATCH lines below), so sweeps need no edits of this file.
+# Every setting is an environment variable (sbatch passes the environment through) or an sbatch
+# flag (flags override the #SBATCH lines below), so sweeps need no edits of this file.
 # Array task i trains seed SEED0 + i, or the i-th entry of SEEDS="42,7,13".
 #
-# Time limit and preemption: SLURM sends USR1 to python (exec'd below, so it is the batch shell)
-# five minutes before the limit, and preemption sends TERM; python checkpoints at the next step,
-# requeues the job and exits with 75. The requeued job runs this script again under the same job
-# id, so --resume finds the same run directory and continues from its latest checkpoint.
+# Time limit: SLURM sends USR1 to python (exec'd below, so it is the batch shell) five minutes
+# before the limit; python checkpoints at the next step, requeues the job and exits with 75. The
+# requeued job runs this script again under the same job id, so --resume finds the same run
+# directory and continues from its latest checkpoint. TERM (scancel, or a preemption, which SLURM
+# requeues by itself) also checkpoints, without requeueing.
 #SBATCH --job-name=hier_gen
 #SBATCH --output=slurm_out/%x_%A_%a.out
 #SBATCH --open-mode=append
 #SBATCH --time=48:00:00
 #SBATCH --signal=B:USR1@300
 #SBATCH --requeue
+#SBATCH --gres=gpu:1
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=16G
 set -euo pipefail
 
-# The checkout holding train_transformers.py: submit.sh sets it, plain sbatch submits from there.
+# The checkout holding train_transformers.py: by default the folder sbatch was run from.
 HIER_GEN_DIR=${HIER_GEN_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}
 DATASET=${DATASET:-question_qf_disamb}
 DISAMB_NUM=${DISAMB_NUM:-0}

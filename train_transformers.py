@@ -9,6 +9,7 @@ SLURM the job has requeued itself).
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 from config import parse_config
@@ -36,4 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything is saved: a stop signal during interpreter shutdown has nothing left to do.
+    for stop_signal in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(stop_signal, signal.SIG_IGN)
+    sys.exit(code)

@@ -23,7 +23,11 @@ from transformer_helpers import create_model, create_model_interface, load_check
 from util import HierGenError, Preempted, RunFailed, atomic_write_text
 
 TRAIN_LOG_FLUSH = 100  # training-step metrics are read off the device in chunks, not every step
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # preemption: checkpoint, then exit (and requeue)
+# Checkpoint at the next step boundary and exit; on REQUEUE_SIGNAL (SLURM's time-limit warning)
+# also requeue the job. TERM does not requeue: `scancel` must stop a job, and SLURM requeues the
+# jobs it preempts by itself.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+REQUEUE_SIGNAL = signal.SIGUSR1
 # Flags that may differ between a run and its resumption: they do not change what is computed.
 RESUMABLE_CHANGES = {"resume", "device", "gpu_id", "wandb_mode", "wandb_entity", "data_dir",
                      "eval_batch_size"}
@@ -309,9 +313,9 @@ class Trainer:
                         wandb_id=self.wandb_id, vocab_words=self.task.vocab.words, args=self.cfg.args)
 
     def _preempt(self, signum: int) -> None:
-        """After the checkpoint: under SLURM requeue this job (it resumes with --resume), then stop."""
+        """After the checkpoint: on SIGUSR1 under SLURM requeue this job (it resumes with --resume)."""
         job = self.cfg.train.slurm_job_id
-        if job:
+        if job and signum == REQUEUE_SIGNAL:
             requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
             if requeued.returncode != 0:
                 print(f"warning: scontrol requeue {job} failed: {requeued.stderr.strip()}", flush=True)

@@ -1,6 +1,6 @@
-"""submit.sh / submit_gpu.sh on a real single-node SLURM cluster (the `slurm_cluster` fixture).
+"""submit_gpu.sh on a real single-node SLURM cluster (the `slurm_cluster` fixture).
 
-Tiny CPU runs (GPUS=0); each job uses this interpreter and the session's generated data dir.
+Tiny CPU runs (`--gres=none`); each job uses this interpreter and the session's generated data dir.
 """
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from slurm_cluster import FINAL_STATES
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
-SUBMIT = str(REPO / "submit.sh")
+SCRIPT = str(REPO / "submit_gpu.sh")
 # Small enough for two jobs at once on two cores; sbatch flags override the script's GPU-sized request.
-SBATCH_FLAGS = ["--cpus-per-task=1", "--mem=1G", "--time=10"]
+SBATCH_FLAGS = ["--gres=none", "--cpus-per-task=1", "--mem=1G", "--time=10"]
 STEPS = 600
 
 
 def tiny_job_env(data_dir: str, save_dir: Path, **overrides: str) -> dict[str, str]:
-    env = {"GPUS": "0", "PYTHON": sys.executable, "DATA_DIR": data_dir, "SAVE_DIR": str(save_dir),
+    env = {"HIER_GEN_DIR": str(REPO), "PYTHON": sys.executable, "DATA_DIR": data_dir, "SAVE_DIR": str(save_dir),
            "DATASET": "question", "LR": "1e-3", "STEPS": str(STEPS), "WARMUP": "50", "LAYERS": "2",
            "EVAL_EVERY": str(STEPS), "SAVE_EVERY": str(STEPS), "SEED0": "7",
            "EXTRA_FLAGS": "--vec_dim 64 --n_heads 2 --eval_keys val",
@@ -35,8 +35,9 @@ def tiny_job_env(data_dir: str, save_dir: Path, **overrides: str) -> dict[str, s
 
 
 def submit(cluster, tmp_path: Path, env: dict[str, str], *flags: str) -> str:
-    """Run submit.sh from tmp_path (logs go to tmp_path/slurm_out); returns the job id."""
-    return cluster.submit(SUBMIT, "--parsable", *SBATCH_FLAGS, *flags, env=env, cwd=str(tmp_path))
+    """sbatch submit_gpu.sh from tmp_path (logs go to tmp_path/slurm_out); returns the job id."""
+    (tmp_path / "slurm_out").mkdir(exist_ok=True)
+    return cluster.sbatch(SCRIPT, *SBATCH_FLAGS, *flags, env=env, cwd=str(tmp_path))
 
 
 def run_dir(save_dir: Path, job_id: str) -> Path:
@@ -130,8 +131,17 @@ def test_bad_flag_fails_the_job_with_a_one_line_reason(slurm_cluster, data_dir, 
     assert slurm_cluster.log(record).splitlines() == ["error: --batch_size must be at least 1 (got 0)"]
 
 
-def test_gpus_1_asks_each_task_for_a_gpu(slurm_cluster, data_dir, tmp_path):
+def test_the_script_asks_each_task_for_a_gpu(slurm_cluster, data_dir, tmp_path):
     """The paper's setting: this cluster has no GPUs, so sbatch refuses the request outright."""
-    env = tiny_job_env(data_dir, tmp_path / "runs", GPUS="1")
+    env = tiny_job_env(data_dir, tmp_path / "runs")
     with pytest.raises(RuntimeError, match=r"generic resource \(gres\)"):
-        submit(slurm_cluster, tmp_path, env)
+        slurm_cluster.sbatch(SCRIPT, "--cpus-per-task=1", env=env, cwd=str(tmp_path))
+
+
+def test_scancel_stops_a_running_job_for_good(slurm_cluster, data_dir, tmp_path):
+    save_dir = tmp_path / "runs"
+    job = submit(slurm_cluster, tmp_path, tiny_job_env(data_dir, save_dir, SAVE_EVERY=str(STEPS // 3)))
+    wait_for_training_progress(save_dir, job, timeout=120)
+    slurm_cluster.command("scancel", job)
+    (record,) = slurm_cluster.wait(job, timeout=60)
+    assert record["JobState"] == "CANCELLED" and record["Restarts"] == "0"
