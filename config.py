@@ -22,6 +22,7 @@ class TrainConfig:
     """Optimisation, evaluation, output and logging settings."""
 
     seed: int
+    seeds: tuple[int, ...]
     batch_size: int
     lr: float
     weight_decay: float
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = p.add_argument_group("training")
     t.add_argument("--seed", type=int, default=42, help="training seed (model init, batch order, dropout)")
+    t.add_argument("--seeds", default="", help="train these seeds at once (e.g. 42,43,44; replaces --seed): "
+                   "each gets the run directory {save_prefix}_seed{N} and W&B run {run_name}_seed{N}")
     t.add_argument("--batch_size", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-4)
     t.add_argument("--weight_decay", type=float, default=0.0)
@@ -127,7 +130,7 @@ def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> 
     _check_training_flags(ns)
     model = ModelConfig(**{f.name: getattr(ns, f.name) for f in fields(ModelConfig)})
     train = TrainConfig(
-        seed=ns.seed, batch_size=ns.batch_size, lr=ns.lr, weight_decay=ns.weight_decay,
+        seed=ns.seed, seeds=_seed_list(ns.seeds), batch_size=ns.batch_size, lr=ns.lr, weight_decay=ns.weight_decay,
         num_warmup_steps=ns.num_warmup_steps, max_grad_norm=ns.max_grad_norm,
         no_decay_lr=ns.no_decay_lr, max_train_steps=ns.max_train_steps,
         continue_lr=ns.continue_lr, model_load_path=ns.model_load_path, resume=ns.resume,
@@ -164,6 +167,17 @@ def _check_training_flags(ns: argparse.Namespace) -> None:
     _require(not ns.resume or ns.save_dir is not None, "--resume needs --save_dir")
     if ns.model_load_path and not os.path.isfile(ns.model_load_path):
         raise HierGenError(f"--model_load_path {ns.model_load_path}: no such file")
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    """`--seeds 42,43,44` as (42, 43, 44); empty: one seed (--seed)."""
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise HierGenError(f"--seeds wants comma-separated integers, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise HierGenError(f"--seeds lists a seed twice: {text}")
+    return seeds
 
 
 def _device_name(device: str, gpu_id: int) -> str:

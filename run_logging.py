@@ -119,7 +119,7 @@ def _start_wandb(cfg: Config, run_dir: str | None, project: str, wandb_id: str |
     name = f"{t.run_name}-{t.slurm_job_id}" if t.slurm_job_id else t.run_name
     return wandb.init(project=project, entity=t.wandb_entity, name=name, config=cfg.args,
                       mode=t.wandb_mode, dir=run_dir, id=wandb_id,
-                      resume="allow" if wandb_id else None)
+                      resume="allow" if wandb_id else None, reinit="create_new")
 
 
 def _plain(value):

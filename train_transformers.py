@@ -21,9 +21,15 @@ EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED = 1, 2, 75
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(argv)
-        from training_utils import Trainer  # after validation: keeps `--help` and bad flags fast
+        # Imported after validation: keeps `--help` and bad flags fast.
+        if cfg.train.seeds:
+            from multi_seed import MultiSeedTrainer
 
-        Trainer(cfg).run()
+            MultiSeedTrainer(cfg).run()
+        else:
+            from training_utils import Trainer
+
+            Trainer(cfg).run()
     except HierGenError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

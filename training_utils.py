@@ -1,6 +1,7 @@
 """The training loop: data order, optimiser, schedule, evaluation, checkpoints and logging."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -8,6 +9,7 @@ import random
 import signal
 import subprocess
 import time
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ import torch
 from checkpoint import checkpoint_path, checkpoint_steps, latest_checkpoint, save_checkpoint, set_rng_state
 from collate import collate
 from config import Config
-from data_utils.load import load_task
+from data_utils.load import TaskData, load_task
 from evaluation import SplitResult, evaluate, make_eval_batches
 from run_logging import RunLogger, truncate_metrics
 from sequence import Sequence, encode
@@ -133,13 +135,13 @@ class Trainer:
     """One run: built from a Config (everything that can be refused is checked here, before any
     file is written), then `run()`."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, task: TaskData | None = None):
         self.cfg = cfg
         t = cfg.train
         self.run_dir = run_directory(cfg)
         resumed = latest_checkpoint(self.run_dir) if t.resume and os.path.isdir(self.run_dir) else None
         loaded = load_checkpoint_file(t.model_load_path) if t.model_load_path and not resumed else None
-        self.task = load_task(cfg.data, list(t.eval_keys))
+        self.task = task or load_task(cfg.data, list(t.eval_keys))
         self.device = torch.device(t.device)
         seed_everything(t.seed)
         self.model = create_model(cfg.model, len(self.task.vocab))
@@ -204,37 +206,29 @@ class Trainer:
         Raises Preempted after checkpointing on SIGTERM/SIGUSR1, RunFailed on a non-finite loss
         or gradient and when a file cannot be written; the last complete checkpoint is kept.
         """
-        try:
-            self._prepare_run_dir()
+        with failing_writes_stop(self.run_dir):
             return self._loop()
-        except OSError as e:
-            raise RunFailed(f"cannot write {e.filename or 'a run file'}: {e.strerror} "
-                            f"({self._kept()})") from None
 
-    def _kept(self) -> str:
-        saved = checkpoint_steps(self.run_dir) if self.run_dir and os.path.isdir(self.run_dir) else []
-        if not saved:
-            return "no checkpoint was saved"
-        return f"last good checkpoint: {checkpoint_path(self.run_dir, saved[-1])}"
-
-    def _prepare_run_dir(self) -> None:
-        if not self.run_dir:
-            return
-        os.makedirs(self.run_dir, exist_ok=True)
-        # Events after the checkpoint we resume from are logged again by this run.
-        truncate_metrics(os.path.join(self.run_dir, "metrics.jsonl"), self.step if self.resumed else -1)
-        atomic_write_text(os.path.join(self.run_dir, "args.json"), json.dumps(self.cfg.args, indent=4))
+    def open_run(self) -> RunLogger:
+        """Create (or, resuming, tidy) the run directory and start logging."""
+        if self.run_dir:
+            os.makedirs(self.run_dir, exist_ok=True)
+            # Events after the checkpoint we resume from are logged again by this run.
+            truncate_metrics(os.path.join(self.run_dir, "metrics.jsonl"), self.step if self.resumed else -1)
+            atomic_write_text(os.path.join(self.run_dir, "args.json"), json.dumps(self.cfg.args, indent=4))
+        logger = RunLogger(self.cfg, self.run_dir, self.task.wandb_project, self.step, self.wandb_id)
+        self.wandb_id = logger.wandb_id
+        return logger
 
     def _loop(self) -> dict[str, float]:
         t = self.cfg.train
-        logger = RunLogger(self.cfg, self.run_dir, self.task.wandb_project, self.step, self.wandb_id)
-        self.wandb_id = logger.wandb_id
+        logger = self.open_run()
         stop = StopRequest()
         last: dict[str, float] = {}
         try:
             if not self.resumed:
-                last = self._evaluate_and_log(logger)
-                self._save(logger)
+                last = self.evaluate_and_log(logger)
+                self.save(logger)
             pending: list[tuple[int, float, dict[str, torch.Tensor]]] = []
             self.model.train()
             while self.step < t.max_train_steps and stop.signum is None:
@@ -243,16 +237,16 @@ class Trainer:
                 evaluating = self.step % t.eval_every == 0 or done
                 saving = self.step % t.save_every == 0 or done or stop.signum is not None
                 if len(pending) >= TRAIN_LOG_FLUSH or evaluating or saving:
-                    self._flush_train_log(logger, pending)
+                    self.flush_train_log(logger, pending)
                 if evaluating:
-                    last = self._evaluate_and_log(logger)
+                    last = self.evaluate_and_log(logger)
                 if saving:
-                    self._save(logger)
+                    self.save(logger)
         finally:
             stop.restore()
             logger.close()
         if stop.signum is not None and self.step < t.max_train_steps:
-            self._preempt(stop.signum)
+            self.preempt(stop.signum)
         return last
 
     def _train_step(self) -> tuple[int, float, dict[str, torch.Tensor]]:
@@ -272,7 +266,7 @@ class Trainer:
         self.step += 1
         return self.step, lr, logged
 
-    def _flush_train_log(self, logger: RunLogger, pending: list) -> None:
+    def flush_train_log(self, logger: RunLogger, pending: list) -> None:
         """Read the pending steps' values off the device in one transfer and log them in order.
 
         Checking here rather than every step keeps the GPU free of host syncs; a non-finite value
@@ -285,12 +279,12 @@ class Trainer:
             if bad:
                 logger.flush()
                 raise RunFailed(f"non-finite {' and '.join(bad)} at step {step}; stopping "
-                                f"({self._kept()})")
+                                f"({kept_checkpoint(self.run_dir)})")
             logger.log({**dict(zip(names, row)), "lr": lr, "iteration": step}, step)
         logger.progress(pending[-1][0], values[-1][0])
         pending.clear()
 
-    def _evaluate_and_log(self, logger: RunLogger) -> dict[str, float]:
+    def evaluate_and_log(self, logger: RunLogger) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for split, batches in self.eval_batches.items():
             result: SplitResult = evaluate(self.interface, batches, self.device)
@@ -302,7 +296,7 @@ class Trainer:
         _print_summary(self.step, metrics)
         return metrics
 
-    def _save(self, logger: RunLogger) -> None:
+    def save(self, logger: RunLogger) -> None:
         """Make the logged events durable, then write the checkpoint (atomically)."""
         logger.flush(durable=True)
         if not self.run_dir:
@@ -312,7 +306,7 @@ class Trainer:
                         sampler_state=self.sampler.state_dict(), best=self.best,
                         wandb_id=self.wandb_id, vocab_words=self.task.vocab.words, args=self.cfg.args)
 
-    def _preempt(self, signum: int) -> None:
+    def preempt(self, signum: int) -> None:
         """After the checkpoint: on SIGUSR1 under SLURM requeue this job (it resumes with --resume)."""
         job = self.cfg.train.slurm_job_id
         if job and signum == REQUEUE_SIGNAL:
@@ -321,6 +315,23 @@ class Trainer:
                 print(f"warning: scontrol requeue {job} failed: {requeued.stderr.strip()}", flush=True)
         raise Preempted(f"stopped by {signal.Signals(signum).name} at step {self.step}; checkpoint saved"
                         + (f" in {self.run_dir}, continue with --resume" if self.run_dir else ""))
+
+
+@contextlib.contextmanager
+def failing_writes_stop(run_dir: str | None) -> Iterator[None]:
+    """Turn a failed write (disk full, directory gone) into RunFailed naming what is kept."""
+    try:
+        yield
+    except OSError as e:
+        raise RunFailed(f"cannot write {e.filename or 'a run file'}: {e.strerror} "
+                        f"({kept_checkpoint(run_dir)})") from None
+
+
+def kept_checkpoint(run_dir: str | None) -> str:
+    saved = checkpoint_steps(run_dir) if run_dir and os.path.isdir(run_dir) else []
+    if not saved:
+        return "no checkpoint was saved"
+    return f"last good checkpoint: {checkpoint_path(run_dir, saved[-1])}"
 
 
 def _clip_grad_norm(model: torch.nn.Module, max_norm: float) -> torch.Tensor:

@@ -1,0 +1,179 @@
+"""Many seeds in one process: `--seeds 42,43,44` trains S independent LMs with vectorised math.
+
+Each seed is a full single-seed Trainer (same initial weights, batch order, run directory,
+metrics, W&B run and checkpoints as `--seed N` alone). Training stacks the S models' parameters
+(torch.func) and runs forward, backward, clipping and AdamW on [S, ...] tensors; evaluation and
+checkpoints copy each seed's slice back into its own Trainer, so a seed's checkpoint resumes like
+any other. Dropout masks are the only difference from single-seed runs: they come from one stream.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from collate import IGNORE, Batch, collate
+from config import Config
+from data_utils.load import load_task
+from interfaces.language_model import LanguageModelInterface
+from training_utils import TRAIN_LOG_FLUSH, StopRequest, Trainer, failing_writes_stop, make_scheduler
+from util import HierGenError
+
+
+def seed_config(cfg: Config, seed: int) -> Config:
+    """The single-seed run of `seed`: its own seed, run directory and W&B run name."""
+    t = cfg.train
+    train = dataclasses.replace(
+        t, seed=seed, seeds=(),
+        save_prefix=f"{t.save_prefix}_seed{seed}" if t.save_prefix else None,
+        run_name=f"{t.run_name}_seed{seed}" if t.run_name else None)
+    return dataclasses.replace(cfg, train=train, args={**cfg.args, "seed": seed})
+
+
+class MultiSeedTrainer:
+    """S Trainers whose models train as one stack of parameters."""
+
+    def __init__(self, cfg: Config):
+        if cfg.model.family != "lm" or cfg.model.gated_model:
+            raise HierGenError("--seeds trains LMs (plain or prefix) only")
+        self.cfg = cfg
+        task = load_task(cfg.data, list(cfg.train.eval_keys))
+        self.trainers = [Trainer(seed_config(cfg, s), task) for s in cfg.train.seeds]
+        if len({t.step for t in self.trainers}) > 1:
+            raise HierGenError("the seeds' run directories resume from different steps")
+        self.step = self.trainers[0].step
+        models = [t.model for t in self.trainers]
+        params, self.buffers = stack_module_state(models)
+        self.names = list(params)
+        self.params = [params[n] for n in self.names]
+        self.base = copy.deepcopy(models[0]).to("meta")  # the architecture; weights come stacked
+        t = cfg.train
+        self.optimizer = _stacked_adamw(self.params, models[0], t.lr, t.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, t.num_warmup_steps, t.max_train_steps, t.no_decay_lr)
+        self.scheduler.load_state_dict(self.trainers[0].scheduler.state_dict())
+        self._stack_optimizer_state()
+        self.device = self.trainers[0].device
+        self.n_classes = len(task.vocab) + 2
+
+    def run(self) -> None:
+        with failing_writes_stop(self.trainers[0].run_dir):
+            loggers = [t.open_run() for t in self.trainers]
+            stop = StopRequest()
+            try:
+                if not self.trainers[0].resumed:
+                    for trainer, logger in zip(self.trainers, loggers):
+                        trainer.evaluate_and_log(logger)
+                        trainer.save(logger)
+                self._loop(loggers, stop)
+            finally:
+                stop.restore()
+                for logger in loggers:
+                    logger.close()
+        if stop.signum is not None and self.step < self.cfg.train.max_train_steps:
+            self.trainers[0].preempt(stop.signum)
+
+    def _loop(self, loggers: list, stop: StopRequest) -> None:
+        t = self.cfg.train
+        pending: list[list] = [[] for _ in self.trainers]
+        self.base.train()
+        while self.step < t.max_train_steps and stop.signum is None:
+            lr = self.scheduler.get_last_lr()[0]
+            losses, norms = self._train_step()
+            for s, queue in enumerate(pending):
+                queue.append((self.step, lr, {"loss": losses[s], "grad_norm": norms[s]}))
+            done = self.step == t.max_train_steps
+            evaluating = self.step % t.eval_every == 0 or done
+            saving = self.step % t.save_every == 0 or done or stop.signum is not None
+            if not (len(pending[0]) >= TRAIN_LOG_FLUSH or evaluating or saving):
+                continue
+            self._unstack()
+            for trainer, logger, queue in zip(self.trainers, loggers, pending):
+                trainer.flush_train_log(logger, queue)
+                if evaluating:
+                    trainer.evaluate_and_log(logger)
+                if saving:
+                    trainer.save(logger)
+
+    def _train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update of every seed, each on its own next batch; returns [S] losses and grad norms."""
+        seqs = [[t.train_seqs[i] for i in t.sampler.next_indices()] for t in self.trainers]
+        S, B = len(seqs), len(seqs[0])
+        batch = collate([s for group in seqs for s in group], self.n_classes).to(self.device)
+        stacked = [x.view(S, B, *x.shape[1:]) for x in (batch.inputs, batch.targets, batch.lengths, batch.prefix_len)]
+        losses = vmap(self._seed_loss, randomness="different")(self.params, self.buffers, *stacked)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # the seeds share no parameter: each gets its own gradient
+        norms = self._clip()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        for trainer in self.trainers:
+            trainer.step = self.step
+        return losses.detach(), norms
+
+    def _seed_loss(self, params: list[torch.Tensor], buffers: dict, inputs: torch.Tensor,
+                   targets: torch.Tensor, lengths: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
+        """One seed's LM loss on its batch, with the single-seed objective."""
+        weights = {**dict(zip(self.names, params)), **buffers}
+
+        def model(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+            # Packing sizes tensors by the data, which vmap cannot batch: the padded path instead.
+            return functional_call(self.base, weights, (x, n), {"pack": False})
+
+        t = self.cfg.train
+        interface = LanguageModelInterface(model, prefix_lm=t.is_prefix_lm, label_smoothing=t.label_smoothing)
+        no_target = torch.full_like(lengths, -1)
+        batch = Batch(inputs, targets, lengths, prefix_len, eval_pos=no_target, eval_gold=no_target,
+                      eval_candidates=torch.ones(1, dtype=torch.bool), eval_answers=no_target[:, None])
+        return interface(batch).loss
+
+    def _clip(self) -> torch.Tensor:
+        """Per-seed total gradient norm before clipping (logged); clip each seed to max_grad_norm."""
+        grads = [p.grad for p in self.params]
+        norms = torch.linalg.vector_norm(torch.stack([g.flatten(1).norm(dim=1) for g in grads]), dim=0)
+        max_norm = self.cfg.train.max_grad_norm
+        if max_norm > 0:
+            scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+            for g in grads:
+                g.mul_(scale.view(-1, *[1] * (g.ndim - 1)))
+        return norms
+
+    def _unstack(self) -> None:
+        """Copy each seed's weights, optimizer and schedule state into its own Trainer."""
+        with torch.no_grad():
+            for s, trainer in enumerate(self.trainers):
+                own = dict(trainer.model.named_parameters())
+                for name, stacked in zip(self.names, self.params):
+                    own[name].copy_(stacked[s])
+                state = self.optimizer.state
+                for name, stacked in zip(self.names, self.params):
+                    if stacked in state:
+                        trainer.optimizer.state[own[name]] = {
+                            k: v.clone() if k == "step" else v[s].clone() for k, v in state[stacked].items()}
+                trainer.scheduler.load_state_dict(self.scheduler.state_dict())
+                for group in trainer.optimizer.param_groups:
+                    group["lr"] = self.scheduler.get_last_lr()[0]
+
+    def _stack_optimizer_state(self) -> None:
+        """Resumed seeds: their AdamW moments become the stacked optimizer's."""
+        per_seed = [dict(t.model.named_parameters()) for t in self.trainers]
+        for name, stacked in zip(self.names, self.params):
+            states = [t.optimizer.state.get(own[name]) for t, own in zip(self.trainers, per_seed)]
+            if all(states):
+                self.optimizer.state[stacked] = {
+                    k: states[0][k].clone() if k == "step" else torch.stack([st[k] for st in states])
+                    for k in states[0]}
+
+
+def _stacked_adamw(params: list[torch.Tensor], model: torch.nn.Module, lr: float,
+                   weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over [S, ...] tensors, grouped as one seed's optimizer is (1-d tensors not decayed).
+
+    AdamW is elementwise, so updating the stack updates each seed exactly as alone.
+    """
+    per_seed_ndim = [p.ndim for p in model.parameters()]
+    groups = [{"params": [p for p, n in zip(params, per_seed_ndim) if n >= 2], "weight_decay": weight_decay},
+              {"params": [p for p, n in zip(params, per_seed_ndim) if n < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-7)
