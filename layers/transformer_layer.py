@@ -40,7 +40,8 @@ class _PostLNLayer(nn.Module):
         return self.norm1(x + self.dropout(self.self_attn(x, attn_mask, packing=packing)))
 
     def _feed_forward_block(self, x: torch.Tensor) -> torch.Tensor:
-        ff = self.linear2(self.dropout(F.relu(self.linear1(x))))
+        # in place: the ReLU overwrites the projection it reads, saving a [tokens, d_ff] buffer
+        ff = self.linear2(self.dropout(F.relu(self.linear1(x), inplace=True)))
         return self.norm2(x + self.dropout(ff))
 
 
