@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--callback", action="store_true", help="compute the task accuracy at each evaluation")
     e.add_argument("--eval_keys", default="", help="comma-separated evaluation splits (default val,test)")
     e.add_argument("--eval_every", type=int, default=1000)
-    e.add_argument("--eval_batch_size", type=int, default=256, help="batch size of evaluation passes")
+    # 32, not the research code's 256: a [lines·T, 4d] activation then stays in cache on a CPU.
+    e.add_argument("--eval_batch_size", type=int, default=32, help="batch size of evaluation passes")
     e.add_argument("--save_every", type=int, default=10000)
     e.add_argument("--save_dir", default=None, help="where runs are written (nothing written when absent)")
     e.add_argument("--save_prefix", default=None, help="run directory name (under --save_dir)")

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layers.head_gate import HardConcreteGate
+from layers.packing import Packing
 
 
 class MultiHeadAttention(nn.Module):
@@ -41,17 +42,25 @@ class MultiHeadAttention(nn.Module):
             self.gate.reset_parameters()
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
-                attend_to: torch.Tensor | None = None) -> torch.Tensor:
+                attend_to: torch.Tensor | None = None,
+                packing: Packing | None = None) -> torch.Tensor:
         """x: [B, T, d] queries; attend_to: [B, S, d] keys and values (None: x itself);
-        attn_mask: bool, broadcastable to [B, heads, T, S], True = may attend."""
+        attn_mask: bool, broadcastable to [B, heads, T, S], True = may attend.
+
+        With `packing` (self-attention only), x is [N, d], the real tokens: the projections run
+        on them alone and only the attention itself sees the padded [B, T] layout.
+        """
         source = x if attend_to is None else attend_to
-        B, T, d_model = x.shape
-        q = self.data_to_q(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
-        kv = self.data_to_kv(source).view(B, source.shape[1], self.n_heads, 2, self.d_head)
-        k, v = kv.unbind(dim=3)
+        q, kv = self.data_to_q(x), self.data_to_kv(source)
+        if packing is not None:
+            q, kv = packing.unpack(q), packing.unpack(kv)
+        B, T, d_model = q.shape
+        q = q.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+        k, v = kv.view(B, kv.shape[1], self.n_heads, 2, self.d_head).unbind(dim=3)
         y = F.scaled_dot_product_attention(
             q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0)
         if self.gate is not None:
             y = y * self.gate()[:, None, None]  # y is [B, heads, T, d_head]
-        return self.multi_head_merge(y.transpose(1, 2).reshape(B, T, d_model))
+        y = y.transpose(1, 2).reshape(B, T, d_model)
+        return self.multi_head_merge(y if packing is None else packing.pack(y))

@@ -8,6 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layers.attention import MultiHeadAttention
+from layers.dropout import Dropout
+from layers.packing import Packing
 
 
 class _PostLNLayer(nn.Module):
@@ -21,7 +23,7 @@ class _PostLNLayer(nn.Module):
         self.linear2 = nn.Linear(d_ff, d_model)
         self.norm1 = nn.LayerNorm(d_model, eps=1e-5)
         self.norm2 = nn.LayerNorm(d_model, eps=1e-5)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def reset_parameters(self) -> None:
         self.self_attn.reset_parameters()
@@ -33,11 +35,13 @@ class _PostLNLayer(nn.Module):
         self.norm1.reset_parameters()
         self.norm2.reset_parameters()
 
-    def _self_attention_block(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        return self.norm1(x + self.dropout(self.self_attn(x, attn_mask)))
+    def _self_attention_block(self, x: torch.Tensor, attn_mask: torch.Tensor,
+                              packing: Packing | None = None) -> torch.Tensor:
+        return self.norm1(x + self.dropout(self.self_attn(x, attn_mask, packing=packing)))
 
     def _feed_forward_block(self, x: torch.Tensor) -> torch.Tensor:
-        ff = self.linear2(self.dropout(F.relu(self.linear1(x))))
+        # in place: the ReLU overwrites the projection it reads, saving a [tokens, d_ff] buffer
+        ff = self.linear2(self.dropout(F.relu(self.linear1(x), inplace=True)))
         return self.norm2(x + self.dropout(ff))
 
 
@@ -49,8 +53,11 @@ class TransformerEncoderLayer(_PostLNLayer):
         super().__init__(d_model, n_heads, d_ff, dropout, gated)
         self.reset_parameters()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        return self._feed_forward_block(self._self_attention_block(x, attn_mask))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
+                packing: Packing | None = None) -> torch.Tensor:
+        """x: [B, T, d], or [N, d] real tokens with `packing` (every block but attention is
+        position-wise, so it runs on them as they are)."""
+        return self._feed_forward_block(self._self_attention_block(x, attn_mask, packing))
 
 
 class TransformerDecoderLayer(_PostLNLayer):
@@ -89,9 +96,10 @@ class TransformerEncoder(nn.Module):
         for layer in self.layers:
             layer.reset_parameters()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
+                packing: Packing | None = None) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x, attn_mask)
+            x = layer(x, attn_mask, packing)
         return x
 
 

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
-from layers import PositionalEncoding, TiedOutputMap
+from layers import Dropout, Packing, PositionalEncoding, TiedOutputMap
 
 MAX_LEN = 5000
 
@@ -29,7 +29,7 @@ class TransformerBase(nn.Module):
         self.register_buffer("int_seq", torch.arange(MAX_LEN))
         self.pos = PositionalEncoding(d_model, MAX_LEN) if pos_enc else None
         self.input_embedding = nn.Embedding(n_tokens, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.trafo = nn.ModuleDict()
         if tied_embedding:
             self.output_map = TiedOutputMap(n_tokens)
@@ -42,12 +42,13 @@ class TransformerBase(nn.Module):
             stack.reset_parameters()
         self.output_map.reset_parameters()
 
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [B, T] → [B, T, d]; positions count from 0 at the first token."""
+    def embed(self, tokens: torch.Tensor, packing: Packing | None = None) -> torch.Tensor:
+        """tokens [B, T] → [B, T, d] (the [N, d] real tokens with `packing`); positions count
+        from 0 at the first token."""
         x = self.input_embedding(tokens) * math.sqrt(self.d_model)
         if self.pos is not None:
             x = x + self.pos(tokens.shape[1]) * self.pos_scale
-        return self.dropout(x)
+        return self.dropout(x if packing is None else packing.pack(x))
 
     def output(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden states [..., d] → logits [..., n_tokens]."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from layers import TransformerEncoder
+from layers import Packing, TransformerEncoder
 from models.base import TransformerBase
 
 
@@ -23,10 +23,21 @@ class TransformerLM(TransformerBase):
         self.trafo["encoder"] = TransformerEncoder(n_layers, d_model, n_heads, d_ff, dropout, gated)
         self.reset_parameters()
 
-    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None,
+                pack: bool | None = None) -> torch.Tensor:
         """inputs: [B, T] token ids starting with SOS; lengths: [B] real lengths (None: no padding).
 
-        Returns logits [B, T, n_tokens]; position t predicts the token at t + 1.
+        Returns logits [B, T, n_tokens]; position t predicts the token at t + 1. With `pack`, all
+        but attention runs on the real tokens only and padded positions get zero logits; the
+        default packs on the CPU, where padding costs FLOPs, and not on a GPU, where sizing the
+        packed tensor would wait for the device every step.
         """
-        mask = self.attention_mask(inputs.shape[1], lengths, causal=True)
-        return self.output(self.trafo["encoder"](self.embed(inputs), mask))
+        T = inputs.shape[1]
+        mask = self.attention_mask(T, lengths, causal=True)
+        if pack is None:
+            pack = inputs.device.type == "cpu"
+        if not pack or lengths is None:
+            return self.output(self.trafo["encoder"](self.embed(inputs), mask))
+        packing = Packing.from_lengths(lengths.to(inputs.device), T)
+        states = self.trafo["encoder"](self.embed(inputs, packing), mask, packing)
+        return packing.unpack(self.output(states))

@@ -1,0 +1,70 @@
+"""What the benchmarks share: the paper configuration, FLOP counts and the matmul reference rate.
+
+FLOPs are counted on real tokens only (padding is overhead, not work): 2·m·n·k per matmul,
+a training step is 3× its forward pass, causal attention counts the (query, key) pairs it keeps.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from config import parse_config  # noqa: E402
+from training_utils import Trainer  # noqa: E402
+
+# The paper's command (README), without run directory and W&B.
+PAPER_FLAGS = ["--callback", "--batch_size", "8", "--dataset", "question_qf_disamb",
+               "--disamb_num", "0", "--max_train_steps", "300000", "--encoder_n_layers", "6",
+               "--lr", "1e-4", "--num_warmup_steps", "10000", "--weight_decay", "0.0",
+               "--max_grad_norm", "1.0", "--eval_every", "2000", "--seed", "42", "--tied-embedding"]
+MATMUL_SIZE = 2048
+
+
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="intra-op threads for the model and the matmul reference alike")
+    parser.add_argument("--data_dir", default="data_utils")
+    parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def paper_trainer(data_dir: str, device: str, *extra: str) -> Trainer:
+    """A Trainer of the paper configuration (fresh weights), as train_transformers.py builds it."""
+    return Trainer(parse_config([*PAPER_FLAGS, "--data_dir", data_dir, "--device", device, *extra],
+                                environ={}))
+
+
+def forward_flops(model: torch.nn.Module, lengths: torch.Tensor) -> float:
+    """FLOPs of one causal LM forward pass over sequences of these real lengths."""
+    layer = model.trafo["encoder"].layers[0]
+    d, d_ff = layer.linear1.in_features, layer.linear1.out_features
+    n_layers = len(model.trafo["encoder"].layers)
+    n_tokens = model.input_embedding.num_embeddings
+    N = float(lengths.sum())
+    pairs = float((lengths * (lengths + 1) // 2).sum())
+    per_layer = 2 * N * d * 4 * d + 2 * N * d * d_ff * 2 + 2 * 2 * pairs * d  # q,kv,merge; FF; QKᵀ, AV
+    return n_layers * per_layer + 2 * N * d * n_tokens
+
+
+def matmul_rate() -> float:
+    """fp32 FLOP/s of one large square matmul (median of 3, after a warm-up)."""
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    a @ b
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * MATMUL_SIZE ** 3 / statistics.median(times)
+
+
+def describe_machine(threads: int) -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"threads {threads} of {os.cpu_count()} cores; load average {load}; torch {torch.__version__}"

@@ -1,0 +1,89 @@
+"""Evaluation of val + test in the paper configuration: FLOP rate ÷ fp32 matmul rate, and the
+time of the fused pass (losses and accuracy from one forward pass per batch, what the trainer
+runs) ÷ the time of two separate passes (a loss pass, then an accuracy pass, as the research
+code ran them), measured in alternating rounds in one process.
+
+    python bench/evaluate.py --threads 1
+
+A line is ~1 GFLOP of work, so by default each round evaluates about `--lines_per_split` lines per
+split, in batches evenly spread over the length-sorted split; `--lines_per_split 0` takes them all.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from common import MATMUL_SIZE, bench_parser, describe_machine, forward_flops, matmul_rate, paper_trainer
+
+from collate import Batch  # noqa: E402  (common puts the repository on the path)
+from evaluation import evaluate  # noqa: E402
+
+
+@torch.inference_mode()
+def two_passes(interface, batches: list[Batch]) -> tuple[float, int]:
+    """The research code's evaluation: one pass for the losses, another for the accuracy."""
+    interface.model.eval()
+    loss_sum = n_tokens = 0.0
+    for batch in batches:
+        out = interface(batch)
+        loss_sum += out.loss_sum.item()
+        n_tokens += out.n_tokens.item()
+    correct = 0
+    for batch in batches:
+        logits = interface(batch).eval_logits.masked_fill(~batch.eval_candidates, float("-inf"))
+        correct += int(((logits.argmax(-1) == batch.eval_gold) & (batch.eval_pos >= 0)).sum())
+    return loss_sum / n_tokens, correct
+
+
+def spread(batches: list[Batch], k: int) -> list[Batch]:
+    """k batches evenly spaced over the list (all of them when k is 0 or too large)."""
+    if k <= 0 or k >= len(batches):
+        return batches
+    return [batches[round(i * (len(batches) - 1) / (k - 1))] if k > 1 else batches[0] for i in range(k)]
+
+
+def main() -> None:
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lines_per_split", type=int, default=512)
+    parser.add_argument("--eval_batch_size", type=int, default=None, help="default: the trainer's")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    extra = [] if args.eval_batch_size is None else ["--eval_batch_size", str(args.eval_batch_size)]
+    trainer = paper_trainer(args.data_dir, args.device, *extra)
+    batch_size = trainer.cfg.train.eval_batch_size
+    per_split = -(-args.lines_per_split // batch_size)
+    splits = {split: spread(batches, per_split) for split, batches in trainer.eval_batches.items()}
+    flops = sum(forward_flops(trainer.model, b.lengths) for batches in splits.values() for b in batches)
+    n_lines = sum(len(b.lengths) for batches in splits.values() for b in batches)
+    real = sum(int(b.lengths.sum()) for batches in splits.values() for b in batches)
+    padded = sum(b.inputs.numel() for batches in splits.values() for b in batches)
+    fused_times, two_pass_times, ratios, mm_rates = [], [], [], []
+    for _ in range(args.rounds):
+        before = matmul_rate()
+        start = time.perf_counter()
+        for batches in splits.values():
+            evaluate(trainer.interface, batches, args.device)
+        fused_times.append(time.perf_counter() - start)
+        after = matmul_rate()  # a pass takes seconds: bracket it, the machine is shared
+        ratios.append(flops / fused_times[-1] / ((before + after) / 2))
+        mm_rates += [before, after]
+        start = time.perf_counter()
+        for batches in splits.values():
+            two_passes(trainer.interface, [b.to(args.device) for b in batches])
+        two_pass_times.append(time.perf_counter() - start)
+    fused, two, mm = (statistics.median(x) for x in (fused_times, two_pass_times, mm_rates))
+    print(describe_machine(args.threads))
+    print(f"{n_lines} lines of {', '.join(splits)} in {sum(map(len, splits.values()))} batches of "
+          f"{batch_size}; {real} real tokens, {1 - real / padded:.1%} padding; "
+          f"{flops / 1e12:.2f} TFLOP per pass")
+    print(f"fused pass {fused:.2f} s = {flops / fused / 1e9:.1f} GFLOP/s; two passes {two:.2f} s; "
+          f"matmul {mm / 1e9:.1f} GFLOP/s ({MATMUL_SIZE}³ fp32)")
+    print(f"evaluation FLOP rate / matmul rate: {statistics.median(ratios):.3f}; "
+          f"fused pass time / two passes: {fused / two:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Training step of the paper configuration (6 × 512, 8 heads, batch 8, QF): real-token FLOP rate
+÷ fp32 matmul rate, measured in alternating rounds in one process.
+
+    python bench/train_step.py --threads 1
+
+The last line is the ratio (median over rounds: each round times a matmul, then `--steps` steps).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from common import MATMUL_SIZE, bench_parser, describe_machine, forward_flops, matmul_rate, paper_trainer
+
+
+def main() -> None:
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="training steps per round")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    trainer = paper_trainer(args.data_dir, args.device)
+    trainer.model.train()
+    # The trainer collates its own batches; read their lengths from the sampler's next indices.
+    lengths_of = lambda indices: torch.tensor([len(trainer.train_seqs[i].tokens) - 1 for i in indices])
+    for _ in range(3):  # warm-up: allocator, optimizer state
+        trainer._train_step()
+    ratios, rates, mm_rates, step_times = [], [], [], []
+    for _ in range(args.rounds):
+        mm = matmul_rate()
+        flops, elapsed = 0.0, 0.0
+        for _ in range(args.steps):
+            state = trainer.sampler.state_dict()
+            flops += 3 * forward_flops(trainer.model, lengths_of(trainer.sampler.next_indices()))
+            trainer.sampler.load_state_dict(state)  # the step draws the same indices again
+            start = time.perf_counter()
+            trainer._train_step()
+            elapsed += time.perf_counter() - start
+        ratios.append(flops / elapsed / mm)
+        rates.append(flops / elapsed)
+        mm_rates.append(mm)
+        step_times.append(elapsed / args.steps)
+    print(describe_machine(args.threads))
+    print(f"step time {statistics.median(step_times) * 1e3:.1f} ms (median of {args.rounds} rounds "
+          f"× {args.steps} steps); real-token work {flops / args.steps / 1e9:.1f} GFLOP/step")
+    print(f"training {statistics.median(rates) / 1e9:.1f} GFLOP/s; "
+          f"matmul {statistics.median(mm_rates) / 1e9:.1f} GFLOP/s ({MATMUL_SIZE}³ fp32)")
+    print(f"train step real-token FLOP rate / matmul rate: {statistics.median(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
