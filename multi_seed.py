@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
@@ -18,7 +19,8 @@ from collate import IGNORE, Batch, collate
 from config import Config
 from data_utils.load import load_task
 from interfaces.language_model import LanguageModelInterface
-from training_utils import TRAIN_LOG_FLUSH, StopRequest, Trainer, failing_writes_stop, make_scheduler
+from training_utils import (TRAIN_LOG_FLUSH, StopRequest, Trainer, failing_writes_stop, make_optimizer,
+                            make_scheduler)
 from util import HierGenError
 
 
@@ -50,7 +52,7 @@ class MultiSeedTrainer:
         self.params = [params[n] for n in self.names]
         self.base = copy.deepcopy(models[0]).to("meta")  # the architecture; weights come stacked
         t = cfg.train
-        self.optimizer = _stacked_adamw(self.params, models[0], t.lr, t.weight_decay)
+        self.optimizer = make_optimizer(models[0], t.lr, t.weight_decay, self.params)
         self.scheduler = make_scheduler(self.optimizer, t.num_warmup_steps, t.max_train_steps, t.no_decay_lr)
         self.scheduler.load_state_dict(self.trainers[0].scheduler.state_dict())
         self._stack_optimizer_state()
@@ -102,7 +104,11 @@ class MultiSeedTrainer:
         S, B = len(seqs), len(seqs[0])
         batch = collate([s for group in seqs for s in group], self.n_classes).to(self.device)
         stacked = [x.view(S, B, *x.shape[1:]) for x in (batch.inputs, batch.targets, batch.lengths, batch.prefix_len)]
-        losses = vmap(self._seed_loss, randomness="different")(self.params, self.buffers, *stacked)
+        with warnings.catch_warnings():
+            # On the CPU, vmap runs attention seed by seed (no batching rule for its kernel); it says
+            # so at every step. The position-wise work, most of the FLOPs, is still batched.
+            warnings.filterwarnings("ignore", message="There is a performance drop")
+            losses = vmap(self._seed_loss, randomness="different")(self.params, self.buffers, *stacked)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # the seeds share no parameter: each gets its own gradient
         norms = self._clip()
@@ -166,14 +172,3 @@ class MultiSeedTrainer:
                     k: states[0][k].clone() if k == "step" else torch.stack([st[k] for st in states])
                     for k in states[0]}
 
-
-def _stacked_adamw(params: list[torch.Tensor], model: torch.nn.Module, lr: float,
-                   weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over [S, ...] tensors, grouped as one seed's optimizer is (1-d tensors not decayed).
-
-    AdamW is elementwise, so updating the stack updates each seed exactly as alone.
-    """
-    per_seed_ndim = [p.ndim for p in model.parameters()]
-    groups = [{"params": [p for p, n in zip(params, per_seed_ndim) if n >= 2], "weight_decay": weight_decay},
-              {"params": [p for p, n in zip(params, per_seed_ndim) if n < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-7)

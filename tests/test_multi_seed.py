@@ -1,0 +1,83 @@
+"""--seeds: S models trained at once, each the single-seed run of its seed."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+import train_transformers
+
+COMMON = ["--encoder_n_layers", "1", "--vec_dim", "32", "--n_heads", "2", "--tied-embedding",
+          "--lr", "1e-3", "--num_warmup_steps", "5", "--dataset", "question", "--callback",
+          "--eval_keys", "val", "--max_train_steps", "6", "--eval_every", "3", "--save_every", "3",
+          "--dropout", "0"]  # no dropout: then a seed computes exactly what its single run does
+
+
+def events(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def checkpoint(run_dir: str, step: int) -> dict:
+    return torch.load(os.path.join(run_dir, f"checkpoint_{step}.pth"), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("seeds"))
+    args = ["--data_dir", data_dir, *COMMON, "--save_dir", out]
+    assert train_transformers.main([*args, "--seeds", "5,6,7", "--save_prefix", "multi"]) == 0
+    for seed in (5, 7):
+        assert train_transformers.main([*args, "--seed", str(seed), "--save_prefix", f"single{seed}"]) == 0
+    return out
+
+
+def test_each_seed_has_its_own_run(runs):
+    assert sorted(os.listdir(runs)) == ["multi_seed5", "multi_seed6", "multi_seed7", "single5", "single7"]
+    for seed in (5, 6, 7):
+        run_dir = os.path.join(runs, f"multi_seed{seed}")
+        assert json.load(open(os.path.join(run_dir, "args.json")))["seed"] == seed
+        assert {f"checkpoint_{s}.pth" for s in (0, 3, 6)} <= set(os.listdir(run_dir))
+        assert [e["iteration"] for e in events(run_dir) if "loss" in e] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("seed", [5, 7])
+def test_each_seed_starts_like_its_single_run_and_sees_its_batches(runs, seed):
+    multi, single = os.path.join(runs, f"multi_seed{seed}"), os.path.join(runs, f"single{seed}")
+    start_multi, start_single = checkpoint(multi, 0), checkpoint(single, 0)
+    for name, tensor in start_single["model_state_dict"].items():
+        assert torch.equal(start_multi["model_state_dict"][name], tensor), name
+    for step in (3, 6):
+        order_multi, order_single = checkpoint(multi, step)["sampler_state"], checkpoint(single, step)["sampler_state"]
+        assert torch.equal(order_multi["perm"], order_single["perm"]) and order_multi["pos"] == order_single["pos"]
+    for a, b in zip(events(multi), events(single), strict=True):
+        assert a.keys() == b.keys()
+        for key, value in b.items():
+            assert a[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    end_multi, end_single = checkpoint(multi, 6)["model_state_dict"], checkpoint(single, 6)["model_state_dict"]
+    for name, tensor in end_single.items():
+        torch.testing.assert_close(end_multi[name], tensor, rtol=1e-5, atol=1e-5)
+
+
+def test_a_seed_checkpoint_resumes_as_a_single_run(runs, data_dir, tmp_path):
+    """Multi-seed checkpoints hold each seed's own optimizer state: a single run continues one."""
+    state = checkpoint(os.path.join(runs, "multi_seed5"), 3)
+    assert len(state["optimizer_state_dict"]["state"]) == len(state["model_state_dict"]) - 2  # no buffers
+    single = checkpoint(os.path.join(runs, "single5"), 3)["optimizer_state_dict"]["state"]
+    for index, moments in single.items():
+        torch.testing.assert_close(state["optimizer_state_dict"]["state"][index]["exp_avg"], moments["exp_avg"],
+                                   rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds", "1,1"], "twice"),
+    (["--seeds", "1,x"], "--seeds"),
+    (["--seeds", "1,2", "--not_lm"], "--seeds"),
+])
+def test_bad_seed_lists_are_refused(data_dir, tmp_path, capsys, flags, message):
+    code = train_transformers.main(["--data_dir", data_dir, *COMMON, *flags, "--save_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()
