@@ -49,7 +49,8 @@ def forward_flops(model: torch.nn.Module, lengths: torch.Tensor) -> float:
     n_tokens = model.input_embedding.num_embeddings
     N = float(lengths.sum())
     pairs = float((lengths * (lengths + 1) // 2).sum())
-    per_layer = 2 * N * d * 4 * d + 2 * N * d * d_ff * 2 + 2 * 2 * pairs * d  # q,kv,merge; FF; QKᵀ, AV
+    # q, kv and merge projections; the two FF matmuls; QKᵀ and AV over the kept pairs
+    per_layer = 2 * N * d * 4 * d + 2 * N * d * d_ff * 2 + 2 * 2 * pairs * d
     return n_layers * per_layer + 2 * N * d * n_tokens
 
 
@@ -67,4 +68,5 @@ def matmul_rate() -> float:
 
 def describe_machine(threads: int) -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"threads {threads} of {os.cpu_count()} cores; load average {load}; torch {torch.__version__}"
+    return (f"threads {threads} of {os.cpu_count()} cores; load average {load}; "
+            f"torch {torch.__version__}")

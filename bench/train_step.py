@@ -12,7 +12,16 @@ import time
 
 import torch
 
-from common import MATMUL_SIZE, bench_parser, describe_machine, forward_flops, matmul_rate, paper_trainer
+from common import (MATMUL_SIZE, bench_parser, describe_machine, forward_flops, matmul_rate,
+                    paper_trainer)
+
+
+def peek_lengths(trainer) -> torch.Tensor:
+    """Real lengths of the batch the trainer's next step draws (the sampler is rewound after)."""
+    state = trainer.sampler.state_dict()
+    indices = trainer.sampler.next_indices()
+    trainer.sampler.load_state_dict(state)
+    return torch.tensor([len(trainer.train_seqs[i].tokens) - 1 for i in indices])
 
 
 def main() -> None:
@@ -23,8 +32,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     trainer = paper_trainer(args.data_dir, args.device)
     trainer.model.train()
-    # The trainer collates its own batches; read their lengths from the sampler's next indices.
-    lengths_of = lambda indices: torch.tensor([len(trainer.train_seqs[i].tokens) - 1 for i in indices])
     for _ in range(3):  # warm-up: allocator, optimizer state
         trainer._train_step()
     ratios, rates, mm_rates, step_times = [], [], [], []
@@ -32,9 +39,7 @@ def main() -> None:
         mm = matmul_rate()
         flops, elapsed = 0.0, 0.0
         for _ in range(args.steps):
-            state = trainer.sampler.state_dict()
-            flops += 3 * forward_flops(trainer.model, lengths_of(trainer.sampler.next_indices()))
-            trainer.sampler.load_state_dict(state)  # the step draws the same indices again
+            flops += 3 * forward_flops(trainer.model, peek_lengths(trainer))
             start = time.perf_counter()
             trainer._train_step()
             elapsed += time.perf_counter() - start

