@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from transformer_helpers import load_checkpoint_file, research_state_dict
-from util import HierGenError, atomic_open
+from util import HierGenError, atomic_open, remove_temporaries
 
 FORMAT = "hier_gen/1"
 _NAME = re.compile(r"checkpoint_(\d+)\.pth$")
@@ -46,14 +46,12 @@ def save_checkpoint(path: str, *, model, optimizer, scheduler, step: int, sample
 
 
 def latest_checkpoint(run_dir: str) -> tuple[str, dict] | None:
-    """The newest readable checkpoint of a run directory, after removing leftovers of torn saves.
+    """The newest readable checkpoint of a run directory, after removing leftovers of torn writes.
 
     Saves are atomic, so a newer file that does not load was damaged afterwards (disk trouble);
     it is reported and the previous one is used.
     """
-    for name in os.listdir(run_dir):
-        if name.startswith(".checkpoint_") and ".tmp" in name:
-            os.remove(os.path.join(run_dir, name))
+    remove_temporaries(run_dir)
     for step in reversed(checkpoint_steps(run_dir)):
         path = checkpoint_path(run_dir, step)
         try:

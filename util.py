@@ -37,6 +37,13 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
     _fsync_dir(directory)
 
 
+def remove_temporaries(directory: str) -> None:
+    """Delete the leftovers of atomic writes that a crash interrupted."""
+    for name in os.listdir(directory):
+        if name.startswith(".") and ".tmp" in name:
+            os.remove(os.path.join(directory, name))
+
+
 def atomic_write_text(path: str, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)

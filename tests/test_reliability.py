@@ -85,26 +85,42 @@ def reference_run(data_dir, tmp_path_factory) -> str:
     return str(save_dir / "run")
 
 
+def torn_saves(run_dir: str) -> set[str]:
+    """Temporaries of checkpoint saves in progress (or torn by a kill)."""
+    names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
+    return {n for n in names if n.startswith(".checkpoint_") and ".tmp" in n}
+
+
+def wait_for_a_save(run_dir: str, proc: subprocess.Popen) -> None:
+    """Wait until the run is in the middle of writing a checkpoint it did not start with."""
+    old = torn_saves(run_dir)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not torn_saves(run_dir) - old:
+        time.sleep(0.0002)  # a tiny model's save takes milliseconds
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_run(data_dir, reference_run, tmp_path):
     rng = random.Random(0)
     run_dir = str(tmp_path / "run")
-    kills = 0
-    while kills < 6:
+    kills = torn = 0
+    for kill in range(6):
         proc = start(data_dir, str(tmp_path))
-        wait_for_progress(run_dir, proc, after=rng.uniform(0.0, 0.6))
+        before = torn_saves(run_dir)
+        if kill % 2:
+            wait_for_a_save(run_dir, proc)
+        else:
+            wait_for_progress(run_dir, proc, after=rng.uniform(0.0, 0.6))
         if proc.poll() is not None:
             break  # finished before the kill: nothing left to interrupt
         proc.kill()
         proc.wait()
         kills += 1
-        # A save torn by the kill leaves a temporary beside the checkpoints; plant one each time.
-        with open(os.path.join(run_dir, f".checkpoint_{STEPS + kills}.pth.tmp{kills}"), "wb") as f:
-            f.write(b"torn")
-    assert kills >= 5
+        torn += bool(torn_saves(run_dir) - before)  # this kill interrupted a checkpoint save
+    assert kills >= 5 and torn >= 2, (kills, torn)
     proc = subprocess.run(command(data_dir, str(tmp_path)), cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert not [n for n in os.listdir(run_dir) if ".tmp" in n]
+    assert not [n for n in os.listdir(run_dir) if ".tmp" in n]  # leftovers of torn writes are gone
     assert_same_run(run_dir, reference_run)
 
 
