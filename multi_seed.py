@@ -87,15 +87,19 @@ class MultiSeedTrainer:
                 queue.append((self.step, lr, {"loss": losses[s], "grad_norm": norms[s]}))
             done = self.step == t.max_train_steps
             evaluating = self.step % t.eval_every == 0 or done
-            saving = self.step % t.save_every == 0 or done or stop.signum is not None
-            if not (len(pending[0]) >= TRAIN_LOG_FLUSH or evaluating or saving):
-                continue
-            self._unstack()
-            for trainer, logger, queue in zip(self.trainers, loggers, pending):
-                trainer.flush_train_log(logger, queue)
-                if evaluating:
-                    trainer.evaluate_and_log(logger)
-                if saving:
+            if evaluating:
+                self._unstack()
+            if len(pending[0]) >= TRAIN_LOG_FLUSH or evaluating:
+                for trainer, logger, queue in zip(self.trainers, loggers, pending):
+                    trainer.flush_train_log(logger, queue)
+                    if evaluating:
+                        trainer.evaluate_and_log(logger)
+            # Decided after the evaluation: a signal that came during it still gets its checkpoint.
+            if self.step % t.save_every == 0 or done or stop.signum is not None:
+                if not evaluating:
+                    self._unstack()
+                for trainer, logger, queue in zip(self.trainers, loggers, pending):
+                    trainer.flush_train_log(logger, queue)
                     trainer.save(logger)
 
     def _train_step(self) -> tuple[torch.Tensor, torch.Tensor]:

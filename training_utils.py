@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import time
+import warnings
 from typing import Iterator
 
 import numpy as np
@@ -190,7 +191,10 @@ class Trainer:
             raise HierGenError(f"{path}: saved at step {step}, not before --max_train_steps "
                                f"{self.cfg.train.max_train_steps}")
         self.scheduler.last_epoch = step - 1
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # This step only positions the schedule; torch warns that no optimizer step came first.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            self.scheduler.step()
         return step
 
     def _restore(self, path: str, state: dict) -> None:
@@ -244,12 +248,13 @@ class Trainer:
                 pending.append(self._train_step())
                 done = self.step == t.max_train_steps
                 evaluating = self.step % t.eval_every == 0 or done
-                saving = self.step % t.save_every == 0 or done or stop.signum is not None
-                if len(pending) >= TRAIN_LOG_FLUSH or evaluating or saving:
+                if len(pending) >= TRAIN_LOG_FLUSH or evaluating:
                     self.flush_train_log(logger, pending)
                 if evaluating:
                     last = self.evaluate_and_log(logger)
-                if saving:
+                # Decided after the evaluation: a signal that came during it still gets its checkpoint.
+                if self.step % t.save_every == 0 or done or stop.signum is not None:
+                    self.flush_train_log(logger, pending)
                     self.save(logger)
         finally:
             stop.restore()
@@ -281,6 +286,8 @@ class Trainer:
         Checking here rather than every step keeps the GPU free of host syncs; a non-finite value
         stops the run before the next checkpoint could save damaged weights.
         """
+        if not pending:
+            return
         names = list(pending[0][2])
         values = torch.stack([torch.stack([logged[n] for n in names]) for _, _, logged in pending]).tolist()
         for (step, lr, _), row in zip(pending, values):

@@ -232,3 +232,22 @@ def test_disk_full_during_a_save_keeps_the_last_checkpoint(data_dir, tmp_path, m
     assert str(run_dir / "checkpoint_4.pth") in err
     assert sorted(os.listdir(run_dir)) == ["args.json", "checkpoint_0.pth", "checkpoint_4.pth", "metrics.jsonl"]
     assert torch.load(run_dir / "checkpoint_4.pth", weights_only=True)["step"] == 4
+
+
+def test_a_signal_during_an_evaluation_still_gets_its_checkpoint(data_dir, tmp_path, monkeypatch, capsys):
+    real = training_utils.Trainer.evaluate_and_log
+
+    def evaluate_then_signal(self, logger):
+        metrics = real(self, logger)
+        if self.step == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(training_utils.Trainer, "evaluate_and_log", evaluate_then_signal)
+    code = train_transformers.main(["--data_dir", data_dir, *TINY, "--max_train_steps", "20",
+                                    "--eval_every", "10", "--save_every", "4",
+                                    "--save_dir", str(tmp_path), "--save_prefix", "sig"])
+    assert code == 75 and "stopped by SIGTERM at step 10" in capsys.readouterr().err
+    state = torch.load(tmp_path / "sig" / "checkpoint_10.pth", weights_only=True)
+    events = [json.loads(line) for line in open(tmp_path / "sig" / "metrics.jsonl")]
+    assert state["step"] == 10 and [e["iteration"] for e in events if "loss" in e] == list(range(1, 11))
