@@ -193,7 +193,7 @@ class Trainer:
         self.scheduler.last_epoch = step - 1
         with warnings.catch_warnings():
             # This step only positions the schedule; torch warns that no optimizer step came first.
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             self.scheduler.step()
         return step
 
