@@ -167,7 +167,7 @@ def _check_training_flags(ns: argparse.Namespace) -> None:
     _require(ns.save_prefix is None or ns.save_dir is not None, "--save_prefix needs --save_dir")
     _require(not ns.resume or ns.save_dir is not None, "--resume needs --save_dir")
     if ns.model_load_path and not os.path.isfile(ns.model_load_path):
-        raise HierGenError(f"--model_load_path {ns.model_load_path}: no such file")
+        raise HierGenError(f"--model_load_path {ns.model_load_path}: no such file (or not a file)")
 
 
 def _seed_list(text: str) -> tuple[int, ...]:
