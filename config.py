@@ -6,6 +6,7 @@ SLURM scripts); the rest of the code receives a Config and never reads argparse 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 from dataclasses import dataclass, fields
@@ -146,6 +147,9 @@ def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> 
     )
     if train.wandb_mode not in WANDB_MODES:
         raise HierGenError(f"WANDB_MODE={train.wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
+    if train.run_name and train.wandb_mode != "disabled" and importlib.util.find_spec("wandb") is None:
+        raise HierGenError("--run_name logs to W&B, but wandb is not installed: pip install wandb, "
+                           "or add --wandb_mode disabled")
     return Config(DataConfig.from_namespace(ns), model, train, vars(ns))
 
 

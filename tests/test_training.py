@@ -225,3 +225,13 @@ def test_continue_lr_continues_the_schedule_and_step_count(data_dir, tmp_path):
                   if "lr" in e} for name in "ab"}
     assert sorted(lrs["b"]) == [4, 5, 6]
     assert all(lrs["b"][step] == lrs["a"][step] for step in (4, 5, 6))
+
+
+def test_run_name_without_wandb_installed_is_refused(data_dir, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real_find_spec(name, *a))
+    code = run([*TINY, "--dataset", "question", "--run_name", "x", "--save_dir", str(tmp_path / "out")], data_dir)
+    assert code == 2 and "wandb is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
