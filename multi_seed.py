@@ -15,7 +15,7 @@ import warnings
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from collate import IGNORE, Batch, collate
+from collate import Batch, collate
 from config import Config
 from data_utils.load import load_task
 from interfaces.language_model import LanguageModelInterface

@@ -77,7 +77,7 @@ def test_fused_adamw_updates_equal_the_plain_ones():
     plain = torch.optim.AdamW(plain_groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-7, foreach=False)
     assert fused.defaults["fused"]
     tokens = padded_tokens()
-    for step in range(5):
+    for _ in range(5):
         for model, optimizer in zip(models, (fused, plain)):
             optimizer.zero_grad()
             (model.eval()(tokens, LENGTHS) ** 2).mean().backward()
