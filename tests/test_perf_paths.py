@@ -1,5 +1,7 @@
-"""The fast paths compute what the plain ones do: packed tokens, dropout masks, fused AdamW,
-and evaluation at any batch size."""
+"""The fast paths compute what the plain ones do: packed tokens, dropout masks, fused AdamW with
+clipping folded in, and evaluation at any batch size."""
+import math
+
 import pytest
 import torch
 
@@ -7,7 +9,7 @@ from data_utils.config import DataConfig
 from data_utils.load import load_task
 from evaluation import evaluate, make_eval_batches
 from layers import Dropout, Packing
-from training_utils import make_optimizer
+from training_utils import clipped_step, make_optimizer
 from transformer_helpers import ModelConfig, create_lm, create_model_interface
 
 LENGTHS = torch.tensor([9, 4, 6, 1])
@@ -58,7 +60,7 @@ def test_packed_training_pass_drops_out_and_gives_pads_zero_logits():
 
 def test_dropout_zeroes_p_of_the_elements_and_rescales_the_rest():
     torch.manual_seed(0)
-    drop, x = Dropout(0.1), torch.ones(1000, 1000, requires_grad=True)
+    drop, x = Dropout(0.1), torch.ones(1000, 1001, requires_grad=True)  # rows not a multiple of 4
     y = drop(x)
     assert y.unique().tolist() == [0.0, pytest.approx(1 / 0.9)]
     assert (y == 0).float().mean().item() == pytest.approx(0.1, abs=0.002)
@@ -67,7 +69,17 @@ def test_dropout_zeroes_p_of_the_elements_and_rescales_the_rest():
     assert torch.equal(drop.eval()(x), x)
 
 
-def test_fused_adamw_updates_equal_the_plain_ones():
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # vmap loops over seeds for ge_
+def test_dropout_under_vmap_draws_its_own_mask_for_each_seed():
+    drop = Dropout(0.5)
+    y = torch.func.vmap(drop, randomness="different")(torch.ones(3, 64, 64))
+    assert not torch.equal(y[0], y[1]) and not torch.equal(y[1], y[2])
+
+
+# No clipping; a bound far below the norm, where the clipped gradients are smaller than eps and a
+# wrong clip factor would show in the update (Adam is otherwise blind to scale); a bound not reached.
+@pytest.mark.parametrize("max_norm", [0.0, 1e-9, 1e3])
+def test_fused_adamw_with_folded_clipping_equals_clip_grad_norm_and_plain_adamw(max_norm):
     models = [tiny_lm(), tiny_lm()]
     fused = make_optimizer(models[0], lr=1e-3, weight_decay=0.1)
     # The same groups (decayed matrices, undecayed vectors), built by hand for the plain kernel.
@@ -78,10 +90,17 @@ def test_fused_adamw_updates_equal_the_plain_ones():
     assert fused.defaults["fused"]
     tokens = padded_tokens()
     for _ in range(5):
+        norms = []
         for model, optimizer in zip(models, (fused, plain)):
             optimizer.zero_grad()
             (model.eval()(tokens, LENGTHS) ** 2).mean().backward()
-            optimizer.step()
+            if optimizer is fused:
+                norms.append(clipped_step(fused, model, max_norm))
+            else:
+                norms.append(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf))
+                plain.step()
+        torch.testing.assert_close(norms[0], norms[1], atol=0, rtol=1e-6)
+        assert max_norm != 1e-9 or norms[0] > 1e6 * max_norm  # the bound does clip
     for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
 
