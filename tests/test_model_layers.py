@@ -53,7 +53,10 @@ def test_buffers_hold_positions_and_the_sinusoid_table():
 def test_init_follows_the_research_scheme():
     model = tiny_lm(vec_dim=64, ff_multiplier=2)
     layer = model.trafo["encoder"].layers[0]
-    xavier = lambda fan_in, fan_out, gain=1.0: gain * math.sqrt(6 / (fan_in + fan_out))
+
+    def xavier(fan_in, fan_out, gain=1.0):
+        return gain * math.sqrt(6 / (fan_in + fan_out))
+
     # untied output map: PyTorch's Linear default
     assert model.output_map.weight.abs().max() <= 1 / math.sqrt(64)
     assert layer.linear1.weight.abs().max() <= xavier(64, 128, math.sqrt(2))
