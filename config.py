@@ -44,6 +44,8 @@ class TrainConfig:
     save_dir: str | None
     save_prefix: str | None
     device: str
+    bf16: bool
+    compile: bool
     run_name: str | None
     wandb_mode: str
     wandb_entity: str | None
@@ -108,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in its directory from its latest checkpoint (start it if none)")
     t.add_argument("--gpu_id", type=int, default=0, help="CUDA device index (with --device auto or cuda)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    t.add_argument("--bf16", action="store_true",
+                   help="training forward passes under bfloat16 autocast (cuda, cpu); weights, "
+                        "gradients, AdamW and evaluations stay fp32")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (single-seed runs; the first steps wait for compilation)")
 
     e = p.add_argument_group("evaluation and output")
     e.add_argument("--callback", action="store_true", help="compute the task accuracy at each evaluation")
@@ -140,11 +147,16 @@ def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> 
         eval_keys=tuple(k.strip() for k in ns.eval_keys.split(",") if k.strip()) or ("val", "test"),
         eval_every=ns.eval_every, eval_batch_size=ns.eval_batch_size, save_every=ns.save_every,
         save_dir=ns.save_dir, save_prefix=ns.save_prefix,
-        device=_device_name(ns.device, ns.gpu_id), run_name=ns.run_name,
+        device=_device_name(ns.device, ns.gpu_id), bf16=ns.bf16, compile=ns.compile,
+        run_name=ns.run_name,
         wandb_mode=ns.wandb_mode or environ.get("WANDB_MODE") or "online",
         wandb_entity=ns.wandb_entity or environ.get("WANDB_ENTITY"),
         slurm_job_id=environ.get("SLURM_JOB_ID"),
     )
+    if train.bf16 and train.device.partition(":")[0] not in ("cuda", "cpu"):
+        raise HierGenError(f"--bf16 runs on cuda or cpu, not on {train.device}")
+    if train.compile and train.seeds:
+        raise HierGenError("--compile is for single-seed runs; --seeds trains through torch.func.vmap")
     if train.wandb_mode not in WANDB_MODES:
         raise HierGenError(f"WANDB_MODE={train.wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
     if train.run_name and train.wandb_mode != "disabled" and importlib.util.find_spec("wandb") is None:

@@ -112,7 +112,8 @@ class MultiSeedTrainer:
             # On the CPU, vmap runs attention seed by seed (no batching rule for its kernel); it says
             # so at every step. The position-wise work, most of the FLOPs, is still batched.
             warnings.filterwarnings("ignore", message="There is a performance drop")
-            losses = vmap(self._seed_loss, randomness="different")(self.params, self.buffers, *stacked)
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.train.bf16):
+                losses = vmap(self._seed_loss, randomness="different")(self.params, self.buffers, *stacked)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # the seeds share no parameter: each gets its own gradient
         norms = self._clip()

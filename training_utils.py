@@ -162,6 +162,8 @@ class Trainer:
             load_model_weights(self.model, loaded, t.model_load_path)
             self._check_vocab(loaded, t.model_load_path)
         self.model.to(self.device)
+        if t.compile:
+            self.model.compile()  # in place: the state-dict keys stay those of the plain model
         self.interface = create_model_interface(self.model, is_prefix_lm=t.is_prefix_lm,
                                                 label_smoothing=t.label_smoothing,
                                                 gate_l0_penalty=cfg.model.gate_l0_penalty)
@@ -271,7 +273,8 @@ class Trainer:
         batch = collate([self.train_seqs[i] for i in self.sampler.next_indices()],
                         len(self.task.vocab) + 2).to(self.device)
         lr = self.scheduler.get_last_lr()[0]
-        out = self.interface(batch)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.train.bf16):
+            out = self.interface(batch)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         logged = {"loss": out.loss.detach(),

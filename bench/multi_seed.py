@@ -3,6 +3,7 @@ measured in alternating rounds in one process.
 
     python bench/multi_seed.py --seeds 4 --threads 1                  # paper configuration
     python bench/multi_seed.py --seeds 16 --device cuda               # the issue's GPU target: ≥ 10
+    python bench/multi_seed.py --seeds 16 --device cuda --model="--bf16"  # both sides under bf16
 
 The last line is the ratio (median over rounds).
 """
