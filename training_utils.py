@@ -361,8 +361,8 @@ def clipped_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
     returns the norm before clipping (what is logged).
 
     The clip factor reaches the fused AdamW kernel as its gradient scale (the protocol of AMP's
-    GradScaler, which the kernel divides each gradient by as it reads it) instead of a separate
-    pass that rewrites all 19M gradients.
+    GradScaler): the kernel divides each gradient by it in the pass that updates the weights,
+    instead of a pass of its own over all 19M gradients.
     """
     norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     if max_norm > 0:

@@ -11,10 +11,10 @@ class Dropout(nn.Module):
     by 1/(1−p).
 
     On the CPU, drawing the random numbers is most of dropout's cost, and dropout runs on every
-    layer's widest activations. `F.dropout` draws a double per element; here one 64-bit draw
-    gives four elements 16 bits each, and an element is kept when its bits reach a threshold.
-    p is then exact to 1/65536 (0.1 is realised as 0.100006), and a step's dropout is under half
-    as dear. Other devices keep PyTorch's fused kernel.
+    layer's widest activations. `F.dropout` draws a random number per element; here one 64-bit
+    draw gives four elements 16 bits each, and an element is kept when its bits reach a
+    threshold. p is then exact to 1/65536 (0.1 is realised as 0.100006), and a step's dropout is
+    under half as dear. Other devices keep PyTorch's fused kernel.
     """
 
     def __init__(self, p: float):
