@@ -26,8 +26,10 @@ def test_bf16_runs_the_forward_matmuls_in_bf16_and_keeps_fp32_state(data_dir):
     seen = []
     mixed.model.trafo["encoder"].layers[0].linear1.register_forward_hook(
         lambda module, inputs, output: seen.append(output.dtype))
-    plain.model.train(), mixed.model.train()
-    loss = {name: t._train_step()[2]["loss"] for name, t in (("plain", plain), ("mixed", mixed))}
+    loss = {}
+    for name, trainer in (("plain", plain), ("mixed", mixed)):
+        trainer.model.train()
+        loss[name] = trainer._train_step()[2]["loss"]
     assert seen == [torch.bfloat16]
     assert loss["mixed"].dtype == torch.float32
     assert loss["mixed"].item() == pytest.approx(loss["plain"].item(), rel=0.02)
@@ -56,14 +58,15 @@ def test_a_compiled_model_computes_what_the_eager_one_does(data_dir):
     traced = []  # a hook runs inside the compiled graph only while dynamo traces it
     compiled.model.trafo["encoder"].layers[0].register_forward_hook(
         lambda module, inputs, output: traced.append(torch.compiler.is_compiling()))
-    for trainer in (eager, compiled):
+    losses, val = {}, {}
+    for name, trainer in (("eager", eager), ("compiled", compiled)):
         trainer.model.train()
-        trainer.losses = [trainer._train_step()[2]["loss"].item() for _ in range(2)]
-        trainer.val = evaluate(trainer.interface, trainer.eval_batches["val"], "cpu")
+        losses[name] = [trainer._train_step()[2]["loss"].item() for _ in range(2)]
+        val[name] = evaluate(trainer.interface, trainer.eval_batches["val"], "cpu")
     assert any(traced)
-    assert compiled.losses == pytest.approx(eager.losses, abs=1e-5)
-    assert compiled.val.loss == pytest.approx(eager.val.loss, abs=1e-5)
-    assert compiled.val.n_correct == eager.val.n_correct
+    assert losses["compiled"] == pytest.approx(losses["eager"], abs=1e-5)
+    assert val["compiled"].loss == pytest.approx(val["eager"].loss, abs=1e-5)
+    assert val["compiled"].n_correct == val["eager"].n_correct
     saved = [research_state_dict(t.model) for t in (eager, compiled)]
     assert list(saved[0]) == list(saved[1])  # the research key names, no torch.compile prefix
     for key in saved[0]:
