@@ -20,7 +20,7 @@ from config import Config
 from data_utils.load import load_task
 from interfaces.language_model import LanguageModelInterface
 from training_utils import (TRAIN_LOG_FLUSH, StopRequest, Trainer, failing_writes_stop, make_optimizer,
-                            make_scheduler)
+                            make_scheduler, training_precision)
 from util import HierGenError
 
 
@@ -112,7 +112,7 @@ class MultiSeedTrainer:
             # On the CPU, vmap runs attention seed by seed (no batching rule for its kernel); it says
             # so at every step. The position-wise work, most of the FLOPs, is still batched.
             warnings.filterwarnings("ignore", message="There is a performance drop")
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.train.bf16):
+            with training_precision(self.cfg, self.device):
                 losses = vmap(self._seed_loss, randomness="different")(self.params, self.buffers, *stacked)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # the seeds share no parameter: each gets its own gradient

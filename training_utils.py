@@ -101,6 +101,11 @@ def seed_everything(seed: int) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
+def training_precision(cfg: Config, device: torch.device) -> torch.autocast:
+    """The context of training forward passes: bf16 autocast with --bf16, else plain fp32."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=cfg.train.bf16)
+
+
 def run_directory(cfg: Config) -> str | None:
     """`{save_dir}/{save_prefix}[_{SLURM_JOB_ID}]`; two runs never share one silently.
 
@@ -273,7 +278,7 @@ class Trainer:
         batch = collate([self.train_seqs[i] for i in self.sampler.next_indices()],
                         len(self.task.vocab) + 2).to(self.device)
         lr = self.scheduler.get_last_lr()[0]
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.train.bf16):
+        with training_precision(self.cfg, self.device):
             out = self.interface(batch)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
