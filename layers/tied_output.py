@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from layers.linear import linear
 
 
 class TiedOutputMap(nn.Module):
@@ -18,4 +19,4 @@ class TiedOutputMap(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, embedding_weight, self.bias)
+        return linear(x, embedding_weight, self.bias)
