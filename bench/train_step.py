@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from common import (bench_parser, describe_machine, describe_rates, forward_flops, matmul_rates,
-                    mean_rates, paper_trainer)
+from common import (ONEDNN_AVAILABLE, bench_parser, describe_machine, describe_rates,
+                    forward_flops, matmul_rates, mean_rates, onednn_matmul, paper_trainer)
 
 
 def peek_lengths(trainer) -> torch.Tensor:
@@ -24,6 +24,27 @@ def peek_lengths(trainer) -> torch.Tensor:
     indices = trainer.sampler.next_indices()
     trainer.sampler.load_state_dict(state)
     return torch.tensor([len(trainer.train_seqs[i].tokens) - 1 for i in indices])
+
+
+def linear_products_rate(model: torch.nn.Module, n_tokens: int, repeats: int = 3) -> float:
+    """FLOP/s of the step's linear-layer products alone (forward, dx and dW of every Linear and of
+    the output map, at n_tokens rows), run back to back: what the step could reach if nothing
+    else cost time."""
+    product = onednn_matmul if ONEDNN_AVAILABLE else (lambda x, w: x @ w.t())
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    weights.append(model.input_embedding.weight)  # the tied output map
+    operands = [(torch.randn(n_tokens, w.shape[1]), torch.randn(n_tokens, w.shape[0]), w.detach())
+                for w in weights]
+
+    def run():
+        for x, g, w in operands:
+            product(x, w), product(g, w.t()), product(g.t(), x.t())
+    run()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    flops = sum(3 * 2 * n_tokens * w.numel() for _, _, w in operands)
+    return repeats * flops / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -36,15 +57,18 @@ def main() -> None:
     trainer.model.train()
     for _ in range(3):  # warm-up: allocator, optimizer state
         trainer._train_step()
-    rates, mm_rates, step_times = [], [], []
+    rates, mm_rates, step_times, product_rates = [], [], [], []
     for _ in range(args.rounds):
         before = matmul_rates()
-        flops, elapsed = 0.0, 0.0
+        flops, elapsed, n_tokens = 0.0, 0.0, 0
         for _ in range(args.steps):
-            flops += 3 * forward_flops(trainer.model, peek_lengths(trainer))
+            lengths = peek_lengths(trainer)
+            flops += 3 * forward_flops(trainer.model, lengths)
+            n_tokens += int(lengths.sum())
             start = time.perf_counter()
             trainer._train_step()
             elapsed += time.perf_counter() - start
+        product_rates.append(linear_products_rate(trainer.model, n_tokens // args.steps))
         mm_rates.append(mean_rates(before, matmul_rates()))  # bracket: the machine is shared
         rates.append(flops / elapsed)
         step_times.append(elapsed / args.steps)
@@ -54,6 +78,9 @@ def main() -> None:
     print(f"training {statistics.median(rates) / 1e9:.1f} GFLOP/s; "
           + describe_rates({k: statistics.median(m[k] for m in mm_rates) for k in mm_rates[0]}))
     ratio = {k: statistics.median(r / m[k] for r, m in zip(rates, mm_rates)) for k in mm_rates[0]}
+    ceiling = statistics.median(p / max(m.values()) for p, m in zip(product_rates, mm_rates))
+    print(f"the step's linear-layer products alone: {statistics.median(product_rates) / 1e9:.1f} "
+          f"GFLOP/s = {ceiling:.3f} of the matmul rate (the ceiling for the ratio below)")
     print(f"train step real-token FLOP rate / torch.matmul rate: {ratio['torch.matmul']:.3f}")
     print("train step real-token FLOP rate / matmul rate (the faster kernel, round by round): "
           f"{statistics.median(r / max(m.values()) for r, m in zip(rates, mm_rates)):.3f}")
