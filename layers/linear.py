@@ -40,15 +40,17 @@ def linear(x: torch.Tensor, weight: torch.Tensor,
     """`F.linear`, with the CPU fp32 products (forward and backward) in oneDNN."""
     if not _runs_in_onednn(x, weight):
         return F.linear(x, weight, bias)
-    # The autograd Function sees 2-d tensors: a view made inside it could not be changed in
-    # place (the feed-forward's ReLU is), one made out here can.
-    rows = x.reshape(-1, x.shape[-1])
+    if x.dim() != 2:
+        # The autograd Function sees 2-d tensors: a view made inside it could not be changed in
+        # place (the feed-forward's ReLU is), one made out here can. Packed tokens are 2-d
+        # already, and their outputs are no views: changing a view in place costs a copy in the
+        # backward pass.
+        rows = linear(x.reshape(-1, x.shape[-1]), weight, bias)
+        return rows.view(*x.shape[:-1], weight.shape[0])
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                        for t in (x, weight, bias)):
-        y = _OneDNNLinear.apply(rows, weight, bias)
-    else:
-        y = onednn_matmul(rows, weight, bias)
-    return y.view(*x.shape[:-1], weight.shape[0])
+        return _OneDNNLinear.apply(x, weight, bias)
+    return onednn_matmul(x, weight, bias)
 
 
 class _OneDNNLinear(torch.autograd.Function):

@@ -55,8 +55,9 @@ def test_only_the_needed_gradients_are_computed(onednn_calls):
     torch.testing.assert_close(b.grad, torch.full((4,), 6.0))
 
 
-def test_output_can_be_changed_in_place_as_the_feed_forward_relu_does(onednn_calls):
-    x, w, b = inputs((2, 7, 16), 32, bias=True)
+@pytest.mark.parametrize("shape", [(14, 16), (2, 7, 16)])
+def test_output_can_be_changed_in_place_as_the_feed_forward_relu_does(onednn_calls, shape):
+    x, w, b = inputs(shape, 32, bias=True)
     grads = []
     for fn in (onednn.linear, F.linear):
         y = F.relu(fn(x, w, b), inplace=True)
