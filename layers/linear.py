@@ -29,6 +29,7 @@ def onednn_matmul(x: torch.Tensor, weight: torch.Tensor,
 def _runs_in_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (ONEDNN_AVAILABLE and x.device.type == "cpu"
             and x.dtype == weight.dtype == torch.float32
+            and x.numel() > 0 and weight.numel() > 0  # oneDNN has no empty products
             and not torch.is_autocast_enabled("cpu")
             # vmap (the multi-seed step) and torch.compile bring their own matmul handling
             and not torch._C._are_functorch_transforms_active()

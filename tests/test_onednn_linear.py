@@ -85,6 +85,15 @@ def test_vmap_autocast_and_double_fall_back_to_f_linear(onednn_calls):
     assert onednn_calls == []
 
 
+@pytest.mark.parametrize("shape", [(0, 8), (3, 0, 8)])
+def test_empty_inputs_fall_back_to_f_linear(onednn_calls, shape):
+    x, w, b = inputs(shape, 4, bias=True)
+    y = onednn.linear(x, w, b)
+    y.sum().backward()
+    assert y.shape == (*shape[:-1], 4) and onednn_calls == []
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+
+
 def test_linear_module_keeps_nn_linear_state_dict():
     torch.manual_seed(0)
     ours = Linear(8, 4)
