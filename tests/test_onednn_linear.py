@@ -13,8 +13,9 @@ pytestmark = pytest.mark.skipif(not onednn.ONEDNN_AVAILABLE,
 
 @pytest.fixture
 def onednn_calls(monkeypatch):
-    """Counts the products that ran in oneDNN."""
+    """Counts the products that ran in oneDNN; products of any size qualify."""
     calls = []
+    monkeypatch.setattr(onednn, "SMALL_PRODUCT_MACS", 0)
 
     def counted(x, weight, bias=None):
         calls.append(x.shape)
@@ -83,6 +84,15 @@ def test_vmap_autocast_and_double_fall_back_to_f_linear(onednn_calls):
         assert onednn.linear(x, w, b).dtype == torch.bfloat16
     assert onednn.linear(x.double(), w.double(), b.double()).dtype == torch.float64
     assert onednn_calls == []
+
+
+def test_small_products_stay_in_f_linear(monkeypatch):
+    calls = []
+    monkeypatch.setattr(onednn, "onednn_matmul", lambda *args: calls.append(args) or None)
+    onednn.linear(torch.randn(64, 128), torch.randn(512, 128))  # 2^22 multiply-adds
+    assert calls == []
+    onednn.linear(torch.randn(256, 512), torch.randn(512, 512))  # 2^26
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("shape", [(0, 8), (3, 0, 8)])
