@@ -32,13 +32,13 @@ def onednn_matmul(x: torch.Tensor, weight: torch.Tensor,
 
 
 def _runs_in_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (ONEDNN_AVAILABLE and x.device.type == "cpu"
-            and x.dtype == weight.dtype == torch.float32
+    # torch.compile and vmap (the multi-seed step) bring their own matmul handling; compile is
+    # asked first, so that tracing reads no further.
+    return (ONEDNN_AVAILABLE and not torch.compiler.is_compiling()
+            and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
             and x.numel() * weight.shape[0] > SMALL_PRODUCT_MACS
             and not torch.is_autocast_enabled("cpu")
-            # vmap (the multi-seed step) and torch.compile bring their own matmul handling
-            and not torch._C._are_functorch_transforms_active()
-            and not torch.compiler.is_compiling())
+            and not torch._C._are_functorch_transforms_active())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor,
