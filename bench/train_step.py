@@ -32,7 +32,8 @@ def linear_products_rate(model: torch.nn.Module, n_tokens: int, repeats: int = 3
     else cost time."""
     product = onednn_matmul if ONEDNN_AVAILABLE else (lambda x, w: x @ w.t())
     weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    weights.append(model.input_embedding.weight)  # the tied output map
+    if model.tied_embedding:
+        weights.append(model.input_embedding.weight)  # the output map's
     operands = [(torch.randn(n_tokens, w.shape[1]), torch.randn(n_tokens, w.shape[0]), w.detach())
                 for w in weights]
 
@@ -77,13 +78,14 @@ def main() -> None:
           f"× {args.steps} steps); real-token work {flops / args.steps / 1e9:.1f} GFLOP/step")
     print(f"training {statistics.median(rates) / 1e9:.1f} GFLOP/s; "
           + describe_rates({k: statistics.median(m[k] for m in mm_rates) for k in mm_rates[0]}))
-    ratio = {k: statistics.median(r / m[k] for r, m in zip(rates, mm_rates)) for k in mm_rates[0]}
     ceiling = statistics.median(p / max(m.values()) for p, m in zip(product_rates, mm_rates))
     print(f"the step's linear-layer products alone: {statistics.median(product_rates) / 1e9:.1f} "
           f"GFLOP/s = {ceiling:.3f} of the matmul rate (the ceiling for the ratio below)")
-    print(f"train step real-token FLOP rate / torch.matmul rate: {ratio['torch.matmul']:.3f}")
+    to_torch = statistics.median(r / m["torch.matmul"] for r, m in zip(rates, mm_rates))
+    print(f"train step real-token FLOP rate / torch.matmul rate: {to_torch:.3f}")
     print("train step real-token FLOP rate / matmul rate (the faster kernel, round by round): "
           f"{statistics.median(r / max(m.values()) for r, m in zip(rates, mm_rates)):.3f}")
+
 
 if __name__ == "__main__":
     main()
