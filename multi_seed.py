@@ -19,8 +19,7 @@ from collate import Batch, collate
 from config import Config
 from data_utils.load import load_task
 from interfaces.language_model import LanguageModelInterface
-from training_utils import (TRAIN_LOG_FLUSH, StopRequest, Trainer, failing_writes_stop, make_optimizer,
-                            make_scheduler, training_precision)
+from training_utils import Trainer, make_optimizer, make_scheduler, train_runs, training_precision
 from util import HierGenError
 
 
@@ -60,47 +59,14 @@ class MultiSeedTrainer:
         self.n_classes = len(task.vocab) + 2
 
     def run(self) -> None:
-        with failing_writes_stop(self.trainers[0].run_dir):
-            loggers = [t.open_run() for t in self.trainers]
-            stop = StopRequest()
-            try:
-                if not self.trainers[0].resumed:
-                    for trainer, logger in zip(self.trainers, loggers):
-                        trainer.evaluate_and_log(logger)
-                        trainer.save(logger)
-                self._loop(loggers, stop)
-            finally:
-                stop.restore()
-                for logger in loggers:
-                    logger.close()
-        if stop.signum is not None and self.step < self.cfg.train.max_train_steps:
-            self.trainers[0].preempt(stop.signum)
-
-    def _loop(self, loggers: list, stop: StopRequest) -> None:
-        t = self.cfg.train
-        pending: list[list] = [[] for _ in self.trainers]
         self.base.train()
-        while self.step < t.max_train_steps and stop.signum is None:
-            lr = self.scheduler.get_last_lr()[0]
-            losses, norms = self._train_step()
-            for s, queue in enumerate(pending):
-                queue.append((self.step, lr, {"loss": losses[s], "grad_norm": norms[s]}))
-            done = self.step == t.max_train_steps
-            evaluating = self.step % t.eval_every == 0 or done
-            if evaluating:
-                self._unstack()
-            if len(pending[0]) >= TRAIN_LOG_FLUSH or evaluating:
-                for trainer, logger, queue in zip(self.trainers, loggers, pending):
-                    trainer.flush_train_log(logger, queue)
-                    if evaluating:
-                        trainer.evaluate_and_log(logger)
-            # Decided after the evaluation: a signal that came during it still gets its checkpoint.
-            if self.step % t.save_every == 0 or done or stop.signum is not None:
-                if not evaluating:
-                    self._unstack()
-                for trainer, logger, queue in zip(self.trainers, loggers, pending):
-                    trainer.flush_train_log(logger, queue)
-                    trainer.save(logger)
+        train_runs(self.trainers, self._logged_step, self._unstack)
+
+    def _logged_step(self) -> list[tuple[int, float, dict[str, torch.Tensor]]]:
+        """One update; each seed's entry to log (the single-seed Trainer's)."""
+        lr = self.scheduler.get_last_lr()[0]
+        losses, norms = self._train_step()
+        return [(self.step, lr, {"loss": loss, "grad_norm": norm}) for loss, norm in zip(losses, norms)]
 
     def _train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One update of every seed, each on its own next batch; returns [S] losses and grad norms."""

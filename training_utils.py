@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -224,13 +224,9 @@ class Trainer:
         print(f"resuming {self.run_dir} from step {self.step}", flush=True)
 
     def run(self) -> dict[str, float]:
-        """Train to max_train_steps; return the metrics of the last evaluation.
-
-        Raises Preempted after checkpointing on SIGTERM/SIGUSR1, RunFailed on a non-finite loss
-        or gradient and when a file cannot be written; the last complete checkpoint is kept.
-        """
-        with failing_writes_stop(self.run_dir):
-            return self._loop()
+        """Train to max_train_steps; return the metrics of the last evaluation (see `train_runs`)."""
+        self.model.train()
+        return train_runs([self], lambda: [self._train_step()])
 
     def open_run(self) -> RunLogger:
         """Create (or, resuming, tidy) the run directory and start logging."""
@@ -242,36 +238,6 @@ class Trainer:
         logger = RunLogger(self.cfg, self.run_dir, self.task.wandb_project, self.step, self.wandb_id)
         self.wandb_id = logger.wandb_id
         return logger
-
-    def _loop(self) -> dict[str, float]:
-        t = self.cfg.train
-        logger = self.open_run()
-        stop = StopRequest()
-        last: dict[str, float] = {}
-        try:
-            if not self.resumed:
-                last = self.evaluate_and_log(logger)
-                self.save(logger)
-            pending: list[tuple[int, float, dict[str, torch.Tensor]]] = []
-            self.model.train()
-            while self.step < t.max_train_steps and stop.signum is None:
-                pending.append(self._train_step())
-                done = self.step == t.max_train_steps
-                evaluating = self.step % t.eval_every == 0 or done
-                if len(pending) >= TRAIN_LOG_FLUSH or evaluating:
-                    self.flush_train_log(logger, pending)
-                if evaluating:
-                    last = self.evaluate_and_log(logger)
-                # Decided after the evaluation: a signal that came during it still gets its checkpoint.
-                if self.step % t.save_every == 0 or done or stop.signum is not None:
-                    self.flush_train_log(logger, pending)
-                    self.save(logger)
-        finally:
-            stop.restore()
-            logger.close()
-        if stop.signum is not None and self.step < t.max_train_steps:
-            self.preempt(stop.signum)
-        return last
 
     def _train_step(self) -> tuple[int, float, dict[str, torch.Tensor]]:
         """One update; returns (step, lr used, device tensors to log) without a host sync."""
@@ -341,6 +307,55 @@ class Trainer:
                 print(f"warning: scontrol requeue {job} failed: {requeued.stderr.strip()}", flush=True)
         raise Preempted(f"stopped by {signal.Signals(signum).name} at step {self.step}; checkpoint saved"
                         + (f" in {self.run_dir}, continue with --resume" if self.run_dir else ""))
+
+
+def train_runs(trainers: list[Trainer], train_step: Callable[[], list[tuple]],
+               sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """The loop of one run, or of several trained in step (`--seeds`): train to max_train_steps,
+    logging, evaluating and checkpointing each run; returns the last run's last evaluation.
+
+    `train_step()` makes one update and returns each run's entry to log; `sync()` brings the
+    runs' own models and optimizers up to date before they are evaluated or saved. Raises
+    Preempted after checkpointing on SIGTERM/SIGUSR1, RunFailed on a non-finite loss or gradient
+    and when a file cannot be written; the last complete checkpoint is kept.
+    """
+    first, t = trainers[0], trainers[0].cfg.train
+    last: dict[str, float] = {}
+    with failing_writes_stop(first.run_dir):
+        loggers = [trainer.open_run() for trainer in trainers]
+        stop = StopRequest()
+        try:
+            if not first.resumed:
+                for trainer, logger in zip(trainers, loggers):
+                    last = trainer.evaluate_and_log(logger)
+                    trainer.save(logger)
+            pending: list[list[tuple]] = [[] for _ in trainers]
+            while first.step < t.max_train_steps and stop.signum is None:
+                for queue, entry in zip(pending, train_step()):
+                    queue.append(entry)
+                done = first.step == t.max_train_steps
+                evaluating = first.step % t.eval_every == 0 or done
+                if evaluating:
+                    sync()
+                for trainer, logger, queue in zip(trainers, loggers, pending):
+                    if len(queue) >= TRAIN_LOG_FLUSH or evaluating:
+                        trainer.flush_train_log(logger, queue)
+                    if evaluating:
+                        last = trainer.evaluate_and_log(logger)
+                # Decided after the evaluation: a signal that came during it still gets its checkpoint.
+                if first.step % t.save_every == 0 or done or stop.signum is not None:
+                    if not evaluating:
+                        sync()
+                    for trainer, logger, queue in zip(trainers, loggers, pending):
+                        trainer.flush_train_log(logger, queue)
+                        trainer.save(logger)
+        finally:
+            stop.restore()
+            for logger in loggers:
+                logger.close()
+    if stop.signum is not None and first.step < t.max_train_steps:
+        first.preempt(stop.signum)
+    return last
 
 
 @contextlib.contextmanager
