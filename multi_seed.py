@@ -124,11 +124,10 @@ class MultiSeedTrainer:
                 own = dict(trainer.model.named_parameters())
                 for name, stacked in zip(self.names, self.params):
                     own[name].copy_(stacked[s])
-                state = self.optimizer.state
-                for name, stacked in zip(self.names, self.params):
-                    if stacked in state:
+                    if stacked in self.optimizer.state:
                         trainer.optimizer.state[own[name]] = {
-                            k: v.clone() if k == "step" else v[s].clone() for k, v in state[stacked].items()}
+                            k: v.clone() if k == "step" else v[s].clone()
+                            for k, v in self.optimizer.state[stacked].items()}
                 trainer.scheduler.load_state_dict(self.scheduler.state_dict())
                 for group in trainer.optimizer.param_groups:
                     group["lr"] = self.scheduler.get_last_lr()[0]
