@@ -5,7 +5,8 @@ process.
     python bench/train_step.py --threads 1
 
 The last line is the ratio (median over rounds: each round times `--steps` steps between two
-timings of the matmul).
+timings of the matmul). Before it, profiled steps say where a step's time goes: the matrix
+products, AdamW, and the other operators (dropout, LayerNorm, softmax, copies, autograd).
 """
 from __future__ import annotations
 
@@ -48,6 +49,26 @@ def linear_products_rate(model: torch.nn.Module, n_tokens: int, repeats: int = 3
     return repeats * flops / (time.perf_counter() - start)
 
 
+# Operators by kind of work; the profiler's self time of everything else is "other".
+WORK_KINDS = {"linear products": ("mkldnn::_linear_pointwise", "aten::mm", "aten::addmm"),
+              "attention products": ("aten::bmm",),
+              "AdamW": ("aten::_fused_adamw_",)}
+
+
+def step_shares(trainer, steps: int) -> dict[str, float]:
+    """Each kind of work's share of the time of `steps` training steps, from the profiler's
+    per-operator self times (the profiler's own per-operator cost lands mostly in "other")."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            trainer._train_step()
+    seconds = dict.fromkeys([*WORK_KINDS, "other"], 0.0)
+    for event in prof.key_averages():
+        kind = next((k for k, names in WORK_KINDS.items() if event.key in names), "other")
+        seconds[kind] += event.self_cpu_time_total
+    total = sum(seconds.values())
+    return {kind: t / total for kind, t in seconds.items()}
+
+
 def main() -> None:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -58,7 +79,7 @@ def main() -> None:
     trainer.model.train()
     for _ in range(3):  # warm-up: allocator, optimizer state
         trainer._train_step()
-    rates, mm_rates, step_times, product_rates = [], [], [], []
+    rates, mm_rates, step_times, product_rates, shares = [], [], [], [], []
     for _ in range(args.rounds):
         before = matmul_rates()
         flops, elapsed, n_tokens = 0.0, 0.0, 0
@@ -70,6 +91,7 @@ def main() -> None:
             trainer._train_step()
             elapsed += time.perf_counter() - start
         product_rates.append(linear_products_rate(trainer.model, n_tokens // args.steps))
+        shares.append(step_shares(trainer, args.steps))
         mm_rates.append(mean_rates(before, matmul_rates()))  # bracket: the machine is shared
         rates.append(flops / elapsed)
         step_times.append(elapsed / args.steps)
@@ -81,10 +103,15 @@ def main() -> None:
     ceiling = statistics.median(p / max(m.values()) for p, m in zip(product_rates, mm_rates))
     print(f"the step's linear-layer products alone: {statistics.median(product_rates) / 1e9:.1f} "
           f"GFLOP/s = {ceiling:.3f} of the matmul rate (the ceiling for the ratio below)")
+    share = {kind: statistics.median(s[kind] for s in shares) for kind in shares[0]}
+    print("a step's time (profiled steps, median share): "
+          + ", ".join(f"{kind} {s:.0%}" for kind, s in share.items()))
+    ratio = statistics.median(r / max(m.values()) for r, m in zip(rates, mm_rates))
+    print(f"the ratio if the other operators took no time: {ratio / (1 - share['other']):.3f}")
     to_torch = statistics.median(r / m["torch.matmul"] for r, m in zip(rates, mm_rates))
     print(f"train step real-token FLOP rate / torch.matmul rate: {to_torch:.3f}")
     print("train step real-token FLOP rate / matmul rate (the faster kernel, round by round): "
-          f"{statistics.median(r / max(m.values()) for r, m in zip(rates, mm_rates)):.3f}")
+          f"{ratio:.3f}")
 
 
 if __name__ == "__main__":
