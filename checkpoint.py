@@ -18,6 +18,8 @@ from transformer_helpers import load_checkpoint_file, research_state_dict
 from util import HierGenError, atomic_open, remove_temporaries
 
 FORMAT = "hier_gen/1"
+RESUME_KEYS = ("model_state_dict", "scheduler_state_dict", "optimizer_state_dict", "step", "sampler_state",
+               "rng_state", "best", "wandb_id", "vocab", "args")
 _NAME = re.compile(r"checkpoint_(\d+)\.pth$")
 
 
@@ -46,18 +48,27 @@ def save_checkpoint(path: str, *, model, optimizer, scheduler, step: int, sample
 
 
 def latest_checkpoint(run_dir: str) -> tuple[str, dict] | None:
-    """The newest readable checkpoint of a run directory, after removing leftovers of torn writes.
+    """The newest readable checkpoint of a run directory (None if it has none yet), after removing
+    leftovers of torn writes.
 
     Saves are atomic, so a newer file that does not load was damaged afterwards (disk trouble);
-    it is reported and the previous one is used.
+    it is reported and the previous one is used. A run none of whose checkpoints loads is refused.
     """
     remove_temporaries(run_dir)
+    problems = []
     for step in reversed(checkpoint_steps(run_dir)):
         path = checkpoint_path(run_dir, step)
         try:
-            return path, load_training_checkpoint(path)
+            state = load_training_checkpoint(path)
         except HierGenError as e:
-            print(f"warning: skipping {e}", file=sys.stderr)
+            problems.append(str(e))
+            continue
+        for problem in problems:
+            print(f"warning: skipping {problem}", file=sys.stderr)
+        return path, state
+    if problems:
+        raise HierGenError(f"run directory {run_dir}: no checkpoint in it can be read, so --resume cannot "
+                           f"continue it (newest: {problems[0]})")
     return None
 
 
@@ -71,6 +82,9 @@ def load_training_checkpoint(path: str) -> dict:
     state = load_checkpoint_file(path)
     if state.get("format") != FORMAT:
         raise HierGenError(f"{path}: not a checkpoint written by hier_gen (cannot resume from it)")
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise HierGenError(f"{path}: damaged hier_gen checkpoint, without {', '.join(missing)}")
     return state
 
 

@@ -9,9 +9,11 @@ import argparse
 import importlib.util
 import math
 import os
+import tempfile
 from dataclasses import dataclass, fields
 
 from data_utils.config import DataConfig, add_data_arguments
+from data_utils.registry import check_eval_splits
 from transformer_helpers import DEFAULT_L0_PENALTY, ModelConfig
 from util import HierGenError
 
@@ -144,7 +146,7 @@ def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> 
         no_decay_lr=ns.no_decay_lr, max_train_steps=ns.max_train_steps,
         continue_lr=ns.continue_lr, model_load_path=ns.model_load_path, resume=ns.resume,
         is_prefix_lm=ns.is_prefix_lm, label_smoothing=ns.label_smoothing, callback=ns.callback,
-        eval_keys=tuple(k.strip() for k in ns.eval_keys.split(",") if k.strip()) or ("val", "test"),
+        eval_keys=_eval_keys(ns.eval_keys, ns.dataset),
         eval_every=ns.eval_every, eval_batch_size=ns.eval_batch_size, save_every=ns.save_every,
         save_dir=ns.save_dir, save_prefix=ns.save_prefix,
         device=_device_name(ns.device, ns.gpu_id), bf16=ns.bf16, compile=ns.compile,
@@ -182,6 +184,14 @@ def _check_training_flags(ns: argparse.Namespace) -> None:
     _require(not ns.continue_lr or ns.model_load_path, "--continue_lr needs --model_load_path")
     _require(ns.save_prefix is None or ns.save_dir is not None, "--save_prefix needs --save_dir")
     _require(not ns.resume or ns.save_dir is not None, "--resume needs --save_dir")
+    _check_seed("--seed", ns.seed)
+    _require(ns.gpu_id >= 0, f"--gpu_id must be >= 0 (got {ns.gpu_id})")
+    _require(ns.run_name is None or ns.run_name.strip() != "", "--run_name is empty; give a name or leave it out")
+    if ns.save_prefix is not None:
+        _require(ns.save_prefix not in ("", ".", "..") and os.path.basename(ns.save_prefix) == ns.save_prefix,
+                 f"--save_prefix {ns.save_prefix!r} must name one directory inside --save_dir")
+    if ns.save_dir is not None:
+        _check_save_dir(ns.save_dir)
     if ns.model_load_path and not os.path.isfile(ns.model_load_path):
         raise HierGenError(f"--model_load_path {ns.model_load_path}: no such file (or not a file)")
 
@@ -192,9 +202,44 @@ def _seed_list(text: str) -> tuple[int, ...]:
         seeds = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise HierGenError(f"--seeds wants comma-separated integers, got {text!r}") from None
+    if text.strip() and not seeds:
+        raise HierGenError(f"--seeds {text!r} names no seed")
     if len(set(seeds)) != len(seeds):
         raise HierGenError(f"--seeds lists a seed twice: {text}")
+    for seed in seeds:
+        _check_seed("--seeds", seed)
     return seeds
+
+
+def _check_seed(flag: str, seed: int) -> None:
+    """Every generator a seed reaches (NumPy's is the narrowest) takes 0 .. 2^32 - 1."""
+    _require(0 <= seed < 2**32, f"{flag} must be between 0 and {2**32 - 1} (got {seed})")
+
+
+def _eval_keys(text: str, dataset: str) -> tuple[str, ...]:
+    """`--eval_keys val,test_rc` as ("val", "test_rc"); empty: val and test."""
+    if not text.strip():
+        return ("val", "test")
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not keys:
+        raise HierGenError(f"--eval_keys {text!r} names no split")
+    if len(set(keys)) != len(keys):
+        raise HierGenError(f"--eval_keys lists a split twice: {text}")
+    check_eval_splits(dataset, list(keys))
+    return keys
+
+
+def _check_save_dir(save_dir: str) -> None:
+    """Refuse a --save_dir that cannot be created, before anything runs: try making a folder in
+    its nearest existing ancestor (permission bits alone say nothing to root or read-only disks)."""
+    existing = os.path.abspath(save_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    _require(os.path.isdir(existing), f"--save_dir {save_dir} cannot be created: {existing} is a file")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".hier_gen_probe", dir=existing))
+    except OSError as e:
+        raise HierGenError(f"--save_dir {save_dir} cannot be created: {e.strerror}") from None
 
 
 def _device_name(device: str, gpu_id: int) -> str:

@@ -24,13 +24,21 @@ from util import HierGenError
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
-    """The single-seed run of `seed`: its own seed, run directory and W&B run name."""
+    """The single-seed run of `seed`: its own seed, run directory and W&B run name, recorded as
+    that run's command line would record them (so that it can continue as a single-seed run)."""
     t = cfg.train
     train = dataclasses.replace(
         t, seed=seed, seeds=(),
         save_prefix=f"{t.save_prefix}_seed{seed}" if t.save_prefix else None,
         run_name=f"{t.run_name}_seed{seed}" if t.run_name else None)
-    return dataclasses.replace(cfg, train=train, args={**cfg.args, "seed": seed})
+    args = {**cfg.args, "seed": seed, "seeds": "", "save_prefix": train.save_prefix, "run_name": train.run_name}
+    return dataclasses.replace(cfg, train=train, args=args)
+
+
+def set_scheduled_lr(optimizer: torch.optim.Optimizer, scheduler) -> None:
+    """A schedule's loaded state does not reach its optimizer: set the lr it says for this step."""
+    for group in optimizer.param_groups:
+        group["lr"] = scheduler.get_last_lr()[0]
 
 
 class MultiSeedTrainer:
@@ -54,6 +62,7 @@ class MultiSeedTrainer:
         self.optimizer = make_optimizer(models[0], t.lr, t.weight_decay, self.params)
         self.scheduler = make_scheduler(self.optimizer, t.num_warmup_steps, t.max_train_steps, t.no_decay_lr)
         self.scheduler.load_state_dict(self.trainers[0].scheduler.state_dict())
+        set_scheduled_lr(self.optimizer, self.scheduler)
         self._stack_optimizer_state()
         self.device = self.trainers[0].device
         self.n_classes = len(task.vocab) + 2
@@ -129,8 +138,7 @@ class MultiSeedTrainer:
                             k: v.clone() if k == "step" else v[s].clone()
                             for k, v in self.optimizer.state[stacked].items()}
                 trainer.scheduler.load_state_dict(self.scheduler.state_dict())
-                for group in trainer.optimizer.param_groups:
-                    group["lr"] = self.scheduler.get_last_lr()[0]
+                set_scheduled_lr(trainer.optimizer, trainer.scheduler)
 
     def _stack_optimizer_state(self) -> None:
         """Resumed seeds: their AdamW moments become the stacked optimizer's."""

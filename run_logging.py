@@ -11,7 +11,7 @@ import time
 from tqdm import tqdm
 
 from config import Config
-from util import atomic_write_text
+from util import HierGenError
 
 STATUS_EVERY_S = 60.0  # one status line a minute when output is not a terminal
 
@@ -44,18 +44,24 @@ class MetricsFile:
         os.close(self.fd)
 
 
-def truncate_metrics(path: str, step: int) -> None:
-    """Keep the events up to `step` (the checkpoint a run resumes from), dropping a torn last line."""
+def metrics_until(path: str, step: int) -> str:
+    """The events of metrics.jsonl up to `step` (the checkpoint a run resumes from), as text,
+    without a torn last line; HierGenError names a line that is not a logged event."""
     if not os.path.exists(path):
-        return
+        return ""
+    with open(path, "rb") as f:
+        data = f.read()
     kept = []
-    with open(path) as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            if json.loads(line)["iteration"] <= step:
-                kept.append(line)
-    atomic_write_text(path, "".join(kept))
+    for number, line in enumerate(data[:data.rfind(b"\n") + 1].splitlines(keepends=True), 1):
+        try:
+            iteration = json.loads(line)["iteration"]
+        except (ValueError, TypeError, KeyError):
+            iteration = None
+        if not isinstance(iteration, int):
+            raise HierGenError(f"{path}:{number}: not a logged event (a JSON object with an iteration)")
+        if iteration <= step:
+            kept.append(line.decode())
+    return "".join(kept)
 
 
 class RunLogger:

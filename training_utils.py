@@ -20,7 +20,7 @@ from collate import collate
 from config import Config
 from data_utils.load import TaskData, load_task
 from evaluation import SplitResult, evaluate, make_eval_batches
-from run_logging import RunLogger, truncate_metrics
+from run_logging import RunLogger, metrics_until
 from sequence import Sequence, encode
 from transformer_helpers import create_model, create_model_interface, load_checkpoint_file, load_model_weights
 from util import HierGenError, Preempted, RunFailed, atomic_write_text
@@ -31,9 +31,10 @@ TRAIN_LOG_FLUSH = 100  # training-step metrics are read off the device in chunks
 # jobs it preempts by itself.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 REQUEUE_SIGNAL = signal.SIGUSR1
-# Flags that may differ between a run and its resumption: they do not change what is computed.
+# Flags that may differ between a run and its resumption: they do not change what is computed
+# (a run directory may move to another --save_dir).
 RESUMABLE_CHANGES = {"resume", "device", "gpu_id", "wandb_mode", "wandb_entity", "data_dir",
-                     "eval_batch_size"}
+                     "eval_batch_size", "save_dir"}
 
 
 class EpochSampler:
@@ -123,14 +124,11 @@ def run_directory(cfg: Config) -> str | None:
     elif not t.save_prefix:
         name = f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
     path = os.path.join(t.save_dir, name)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise HierGenError(f"run directory {path} is a file")
     if not t.resume and os.path.exists(path) and os.listdir(path):
         raise HierGenError(f"run directory {path} already holds files; choose another --save_prefix "
                            "or continue it with --resume")
-    existing = t.save_dir
-    while not os.path.exists(existing):
-        existing = os.path.dirname(os.path.abspath(existing))
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise HierGenError(f"--save_dir {t.save_dir}: not writable")
     return path
 
 
@@ -184,6 +182,8 @@ class Trainer:
         self.resumed = resumed is not None
         if resumed:
             self._restore(*resumed)
+        # Events after the checkpoint we resume from are logged again by this run.
+        self.kept_metrics = metrics_until(self._metrics_path(), self.step) if self.resumed else ""
 
     def _check_vocab(self, loaded: dict, path: str) -> None:
         saved = loaded.get("vocab")
@@ -194,9 +194,10 @@ class Trainer:
     def _continue_lr(self, loaded: dict) -> int:
         """Start the schedule (and the step count) where the loaded checkpoint left it."""
         path = self.cfg.train.model_load_path
-        if "scheduler_state_dict" not in loaded:
+        schedule = loaded.get("scheduler_state_dict")
+        step = schedule.get("last_epoch") if isinstance(schedule, dict) else None
+        if not isinstance(step, int):
             raise HierGenError(f"{path}: has no scheduler state, so --continue_lr cannot continue it")
-        step = int(loaded["scheduler_state_dict"]["last_epoch"])
         if step >= self.cfg.train.max_train_steps:
             raise HierGenError(f"{path}: saved at step {step}, not before --max_train_steps "
                                f"{self.cfg.train.max_train_steps}")
@@ -232,12 +233,14 @@ class Trainer:
         """Create (or, resuming, tidy) the run directory and start logging."""
         if self.run_dir:
             os.makedirs(self.run_dir, exist_ok=True)
-            # Events after the checkpoint we resume from are logged again by this run.
-            truncate_metrics(os.path.join(self.run_dir, "metrics.jsonl"), self.step if self.resumed else -1)
+            atomic_write_text(self._metrics_path(), self.kept_metrics)
             atomic_write_text(os.path.join(self.run_dir, "args.json"), json.dumps(self.cfg.args, indent=4))
         logger = RunLogger(self.cfg, self.run_dir, self.task.wandb_project, self.step, self.wandb_id)
         self.wandb_id = logger.wandb_id
         return logger
+
+    def _metrics_path(self) -> str:
+        return os.path.join(self.run_dir, "metrics.jsonl")
 
     def _train_step(self) -> tuple[int, float, dict[str, torch.Tensor]]:
         """One update; returns (step, lr used, device tensors to log) without a host sync."""

@@ -1,6 +1,7 @@
 """Build a model and its objective from a configuration; save and load weights in research layout."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -64,8 +65,8 @@ class ModelConfig:
             raise HierGenError("--decoder_n_layers applies to the seq2seq model (--not_lm) only")
         if self.gated_model and self.family != "lm":
             raise HierGenError("--gated-model applies to the LM only, not to --not_lm or --mode enc")
-        if self.gate_l0_penalty < 0:
-            raise HierGenError(f"--gate_l0_penalty must be at least 0, got {self.gate_l0_penalty}")
+        if not (math.isfinite(self.gate_l0_penalty) and self.gate_l0_penalty >= 0):
+            raise HierGenError(f"--gate_l0_penalty must be a finite number >= 0, got {self.gate_l0_penalty}")
         if self.gate_l0_penalty != DEFAULT_L0_PENALTY and not self.gated_model:
             raise HierGenError("--gate_l0_penalty applies to the gated LM (--gated-model) only")
 

@@ -8,6 +8,7 @@ disambiguating quests afterwards (the QF filters apply to them too).
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, fields
 
 from data_utils import question, tense
@@ -102,6 +103,8 @@ class DataConfig:
         task = get_dataset(self.dataset).task
         if self.data_seed < 0:
             raise HierGenError("--data_seed must be >= 0")
+        if os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
+            raise HierGenError(f"--data_dir {self.data_dir} is a file, not a folder")
         if not 0 < self.subset_train_frac <= 1:
             raise HierGenError("--subset_train_frac must be in (0, 1]")
         qf = self.active(QF_FILTERS) + (["use_specified_decls"] if self.use_specified_decls is not None else [])
@@ -114,6 +117,8 @@ class DataConfig:
             self.decl_counts()
         if self.disamb_num > 0 and not get_dataset(self.dataset).disamb:
             raise HierGenError(f"--disamb_num only applies to --dataset qf_disamb or question_qf_disamb, not {self.dataset}")
+        if self.disamb_num < -1:
+            raise HierGenError(f"--disamb_num must be -1, 0 (both: none) or a count of lines (got {self.disamb_num})")
         if self.disamb_num > question.CFG["disamb_pool"]:
             raise HierGenError(f"--disamb_num is at most {question.CFG['disamb_pool']}")
 
@@ -129,7 +134,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset_train_frac", type=float, default=d.subset_train_frac,
                         help="train on the first int(N*f) lines (after filters)")
     parser.add_argument("--disamb_num", type=int, default=d.disamb_num,
-                        help="qf_disamb: add this many disambiguating quests to training (<= 0: none)")
+                        help="qf_disamb: add this many disambiguating quests to training (-1 or 0: none)")
     parser.add_argument("--exclude_identity", action="store_true",
                         help="QF: quests only, in all splits; TI: PRESENT lines only, in training")
     for name, text in QF_FILTERS.items():

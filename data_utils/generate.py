@@ -1,7 +1,7 @@
 """Generate the data files: `python -m data_utils.generate [--task question|tense|all] [--dataset NAME]`.
 
-Only missing files are written, so released or hand-made files in --data_dir are never touched;
-every file of the generated datasets is then validated, user files included.
+Only dataset folders that do not exist are written (each whole), so released or hand-made files in
+--data_dir are never touched; every file of the datasets is then validated, user files included.
 """
 from __future__ import annotations
 

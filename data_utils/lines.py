@@ -1,7 +1,7 @@
 """Reading data files: split each line into input / marker / output and name `file:line` on errors."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 from data_utils.example import Example
 from data_utils.grammar import BadLine
@@ -12,9 +12,10 @@ Parse = Callable[[tuple[str, ...], str, tuple[str, ...]], Example]
 
 def split_line(text: str, spaced: bool = False) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
     """`input . marker<TAB>output` (or with a space instead of the tab in typed TI sub-splits)."""
-    text = text.rstrip("\n")
     if not text.strip():
         raise BadLine("empty line")
+    if text.endswith("\r"):
+        raise BadLine("Windows line ending (\\r\\n); convert the file to \\n line endings")
     if spaced:
         words = text.split(" ")
         if "." not in words[:-1]:
@@ -34,15 +35,30 @@ def split_line(text: str, spaced: bool = False) -> tuple[tuple[str, ...], str, t
     return tuple(source), marker, tuple(target)
 
 
+def numbered_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, text without its newline) of a UTF-8 text file; HierGenError names the file
+    (and the line) when it cannot be read or is not UTF-8 text."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise HierGenError(f"cannot read {path}: {e.strerror}") from None
+    with f:
+        for number, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise HierGenError(f"{path}:{number}: not UTF-8 text") from None
+            yield number, text[:-1] if text.endswith("\n") else text
+
+
 def read_examples(path: str, parse: Parse, spaced: bool = False) -> list[Example]:
     """Every line of `path` parsed and validated; the first bad line raises HierGenError."""
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for number, text in enumerate(f, 1):
-            try:
-                examples.append(parse(*split_line(text, spaced)))
-            except BadLine as e:
-                raise HierGenError(f"{path}:{number}: {e}") from None
+    for number, text in numbered_lines(path):
+        try:
+            examples.append(parse(*split_line(text, spaced)))
+        except BadLine as e:
+            raise HierGenError(f"{path}:{number}: {e}") from None
     if not examples:
         raise HierGenError(f"{path}: file is empty")
     return examples
@@ -50,5 +66,4 @@ def read_examples(path: str, parse: Parse, spaced: bool = False) -> list[Example
 
 def read_text_lines(path: str) -> list[str]:
     """The lines of a plain text file without their newlines."""
-    with open(path, encoding="utf-8") as f:
-        return f.read().splitlines()
+    return [text for _, text in numbered_lines(path)]

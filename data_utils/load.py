@@ -8,7 +8,7 @@ from data_utils import question, tense
 from data_utils.config import QF_FILTERS, TI_FILTERS, DataConfig
 from data_utils.example import Example
 from data_utils.lines import read_examples
-from data_utils.registry import SPLITS, ensure_generated, get_dataset, split_path
+from data_utils.registry import SPLITS, check_eval_splits, ensure_generated, get_dataset, split_path
 from util import HierGenError
 from vocabulary import WordVocabulary
 
@@ -34,7 +34,8 @@ def read_split(cfg: DataConfig, split: str) -> list[Example]:
         raise HierGenError(f"missing data file {path}")
     if task == "question":
         examples = read_examples(path, question.parse_line)
-        if split == "test":
+        # The types follow from the lines; a .type file beside them (the research layout) must agree.
+        if split == "test" and os.path.exists(path + ".type"):
             question.check_type_file(path + ".type", examples)
         return examples
     if split in ("train", "val", "test"):
@@ -79,10 +80,7 @@ def load_task(cfg: DataConfig, eval_splits: list[str]) -> TaskData:
     cfg.check()
     task = get_dataset(cfg.dataset).task
     eval_splits = list(eval_splits) or ["val", "test"]
-    for split in eval_splits:
-        if split not in SPLITS[task] or split == "train":
-            valid = ", ".join(s for s in SPLITS[task] if s != "train")
-            raise HierGenError(f"unknown eval split {split!r} for {task}; valid: {valid}")
+    check_eval_splits(cfg.dataset, eval_splits)
     ensure_generated(cfg.data_dir, cfg.dataset, cfg.data_seed)
     evals = {split: read_split(cfg, split) for split in eval_splits}
     if task == "question" and cfg.exclude_identity:

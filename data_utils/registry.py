@@ -9,7 +9,9 @@ Layout under `--data_dir` (research names; a data seed N > 0 appends `_seed{N}` 
     tense_inflection_data/tense.{train,val,test}, tense.{val,test}_{rc,prep,rc_sbj,rc_obj}
     tense_D{k}_inflection_data/tense.{train,val}, tense.val_*        tense mixes; test from standard
 
-Missing files are generated; files already present (e.g. the released ones) are used as they are.
+A dataset folder that does not exist is generated whole. One that exists (e.g. holding the
+released files) is used as it is and never written to; it must hold every file of the dataset
+except derived ones (question.test.type, whose tags follow from the test lines).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Callable
 
 from data_utils import question, tense
 from data_utils.lines import read_text_lines
-from data_utils.stream import write_missing
+from data_utils.stream import write_folder
 from util import HierGenError
 
 TYPED = tuple(f"{split}_{kind}" for split in ("val", "test") for kind in tense.SUBSPLITS)
@@ -32,7 +34,8 @@ class Dataset:
     """A dataset name: its task, the folder of its own files, and which splits those files hold.
 
     Splits it does not own come from the task's standard dataset. `build(seed, standard_folder)`
-    returns its own files as name -> lines.
+    returns its own files as name -> lines; `derived` files are a function of the others, so a
+    folder of the user's may lack them.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Dataset:
     own_splits: tuple[str, ...]
     build: Callable[[int, str], dict[str, list[str]]]
     disamb: bool = False
+    derived: tuple[str, ...] = ()
 
     def path(self, data_dir: str, seed: int) -> str:
         return os.path.join(data_dir, self.folder + (f"_seed{seed}" if seed else ""))
@@ -57,7 +61,7 @@ def _registry() -> dict[str, Dataset]:
     ti_files = ("tense.train", "tense.val", "tense.test") + tuple(split_file("tense", s) for s in TYPED)
     datasets = [
         Dataset("question", "question", "question_formation_data", qf_files, SPLITS["question"],
-                lambda seed, _: question.generate_standard(seed)),
+                lambda seed, _: question.generate_standard(seed), derived=("question.test.type",)),
         Dataset("tense", "tense", "tense_inflection_data", ti_files, SPLITS["tense"],
                 lambda seed, _: tense.generate_standard(seed)),
     ]
@@ -99,11 +103,27 @@ def split_path(name: str, split: str, data_dir: str, seed: int) -> str:
     return os.path.join(owner.path(data_dir, seed), split_file(dataset.task, split))
 
 
+def check_eval_splits(name: str, splits: list[str]) -> None:
+    """Refuse evaluation splits that dataset `name` does not have (train is not one)."""
+    task = get_dataset(name).task
+    valid = [s for s in SPLITS[task] if s != "train"]
+    for split in splits:
+        if split not in valid:
+            raise HierGenError(f"unknown eval split {split!r} for {task}; valid: {', '.join(valid)}")
+
+
 def ensure_generated(data_dir: str, name: str, data_seed: int = 0) -> None:
-    """Generate the missing files of dataset `name` (and of its task's standard dataset)."""
+    """Generate the folders of dataset `name` (and of its task's standard dataset) that do not
+    exist; refuse a folder that holds some of a dataset's files but not all of them."""
     dataset = get_dataset(name)
     standard = REGISTRY[STANDARD[dataset.task]]
     for d in [standard] if dataset is standard else [standard, dataset]:
         folder = d.path(data_dir, data_seed)
-        if not all(os.path.exists(os.path.join(folder, f)) for f in d.files):
-            write_missing(folder, d.build(data_seed, standard.path(data_dir, data_seed)))
+        present = [f for f in d.files if os.path.exists(os.path.join(folder, f))]
+        if not present:
+            write_folder(folder, d.build(data_seed, standard.path(data_dir, data_seed)))
+            continue
+        missing = [f for f in d.files if f not in present and f not in d.derived]
+        if missing:
+            raise HierGenError(f"{folder} holds {', '.join(present)} but not {', '.join(missing)}: add the "
+                               "missing files, or move the folder away to have the whole dataset generated")

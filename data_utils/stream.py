@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Callable
 
 from util import HierGenError, atomic_write_text
@@ -41,10 +43,26 @@ def fill_splits(draw: Draw, quotas: dict[str, list[tuple[str, int]]], seen: set[
     return out
 
 
-def write_missing(directory: str, files: dict[str, list[str]]) -> None:
-    """Write each file of `files` (name -> lines) that does not exist yet; user files stay as they are."""
-    os.makedirs(directory, exist_ok=True)
-    for name, lines in files.items():
-        path = os.path.join(directory, name)
-        if not os.path.exists(path):
-            atomic_write_text(path, "".join(line + "\n" for line in lines))
+def write_folder(folder: str, files: dict[str, list[str]]) -> None:
+    """Create `folder` holding `files` (name -> lines) all at once: built beside it under a
+    temporary name, then renamed. A crash leaves no half-written dataset, and when two processes
+    (say, the tasks of a SLURM array) generate the same folder, the first rename wins and the
+    other's identical copy is dropped."""
+    parent = os.path.dirname(os.path.abspath(folder))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp", dir=parent)
+    except OSError as e:
+        raise HierGenError(f"cannot generate data in {parent}: {e.strerror}") from None
+    try:
+        for name, lines in files.items():
+            atomic_write_text(os.path.join(tmp, name), "".join(line + "\n" for line in lines))
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not os.path.isdir(folder):
+                raise
+    except OSError as e:
+        raise HierGenError(f"cannot generate data in {parent}: {e.strerror}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

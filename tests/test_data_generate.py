@@ -3,10 +3,14 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from data_helpers import generated, lines
-from data_utils import question, tense
+import pytest
+
+from data_helpers import generated, lines, write_files
+from data_utils import question, stream, tense
 from data_utils.config import DataConfig
 from data_utils.load import load_task, validate_dataset
+from data_utils.registry import ensure_generated
+from util import HierGenError
 
 
 def qf_path(name):
@@ -70,12 +74,38 @@ def test_same_seed_is_byte_identical_and_another_seed_differs():
     assert tense.generate_standard(1)["tense.val"] != lines(ti_path("tense.val"))
 
 
-def test_user_files_are_never_overwritten_and_seeds_get_their_own_folder(tmp_path):
+def test_a_folder_missing_some_files_is_refused_untouched_and_seeds_get_their_own_folder(tmp_path):
     user = tmp_path / "question_formation_data"
     user.mkdir()
     (user / "question.val").write_text("the newt does swim . decl\tthe newt does swim .\n")
-    data = load_task(DataConfig(dataset="question", data_dir=str(tmp_path)), ["val"])
-    assert len(data.eval["val"]) == 1 and len(data.train) == 100000
-    assert sorted(os.listdir(user)) == ["question.test", "question.test.type", "question.train", "question.val"]
+    with pytest.raises(HierGenError, match=r"holds question.val but not question.train, question.test: "):
+        load_task(DataConfig(dataset="question", data_dir=str(tmp_path)), ["val"])
+    assert os.listdir(user) == ["question.val"]
     load_task(DataConfig(dataset="question", data_dir=str(tmp_path), data_seed=3), [])
-    assert (tmp_path / "question_formation_data_seed3" / "question.train").exists()
+    assert sorted(os.listdir(tmp_path / "question_formation_data_seed3")) == [
+        "question.test", "question.test.type", "question.train", "question.val"]
+
+
+def test_a_complete_user_folder_without_the_type_file_is_used_as_it_is(tmp_path):
+    """The test types follow from the test lines: nothing is written next to the user's files."""
+    user = tmp_path / "question_formation_data"
+    write_files(user, {"question.train": lines(qf_path("question.train"))[:50],
+                       "question.val": lines(qf_path("question.val"))[:20],
+                       "question.test": lines(qf_path("question.test"))[:30]})
+    data = load_task(DataConfig(dataset="question", data_dir=str(tmp_path)), ["val", "test"])
+    assert (len(data.train), len(data.eval["val"]), len(data.eval["test"])) == (50, 20, 30)
+    assert [e.type_tag for e in data.eval["test"]] == lines(qf_path("question.test.type"))[:30]
+    assert sorted(os.listdir(user)) == ["question.test", "question.train", "question.val"]
+
+
+def test_generation_leaves_no_half_folder_behind(tmp_path, monkeypatch):
+    """A dataset folder appears whole or not at all (it is built under a temporary name)."""
+    def fail_halfway(path, text):
+        if path.endswith("question.test"):
+            raise OSError(28, "No space left on device")
+        Path(path).write_text(text)
+
+    monkeypatch.setattr(stream, "atomic_write_text", fail_halfway)
+    with pytest.raises(HierGenError, match="cannot generate data in .*: No space left on device"):
+        ensure_generated(str(tmp_path), "question")
+    assert os.listdir(tmp_path) == []

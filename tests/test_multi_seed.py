@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -61,7 +62,22 @@ def test_each_seed_starts_like_its_single_run_and_sees_its_batches(runs, seed):
         torch.testing.assert_close(end_multi[name], tensor, rtol=1e-5, atol=1e-5)
 
 
-def test_a_seed_checkpoint_resumes_as_a_single_run(runs, data_dir, tmp_path):
+def unfinished_copy(runs: str, name: str, save_dir) -> str:
+    """A copy of a finished run directory as it was at step 3 (its step-6 checkpoint and later events gone)."""
+    copy = os.path.join(save_dir, name)
+    shutil.copytree(os.path.join(runs, name), copy)
+    os.remove(os.path.join(copy, "checkpoint_6.pth"))
+    return copy
+
+
+def test_each_seed_records_exactly_its_single_run(runs):
+    multi = json.load(open(os.path.join(runs, "multi_seed5", "args.json")))
+    single = json.load(open(os.path.join(runs, "single5", "args.json")))
+    assert multi == {**single, "save_prefix": "multi_seed5"}
+    assert checkpoint(os.path.join(runs, "multi_seed5"), 3)["args"] == multi
+
+
+def test_a_seed_directory_resumes_to_the_end_as_a_single_run(runs, data_dir, tmp_path):
     """Multi-seed checkpoints hold each seed's own optimizer state: a single run continues one."""
     state = checkpoint(os.path.join(runs, "multi_seed5"), 3)
     assert len(state["optimizer_state_dict"]["state"]) == len(state["model_state_dict"]) - 2  # no buffers
@@ -69,6 +85,32 @@ def test_a_seed_checkpoint_resumes_as_a_single_run(runs, data_dir, tmp_path):
     for index, moments in single.items():
         torch.testing.assert_close(state["optimizer_state_dict"]["state"][index]["exp_avg"], moments["exp_avg"],
                                    rtol=1e-4, atol=1e-7)
+    resumed = unfinished_copy(runs, "multi_seed5", tmp_path)
+    assert train_transformers.main(["--data_dir", data_dir, *COMMON, "--save_dir", str(tmp_path),
+                                    "--seed", "5", "--save_prefix", "multi_seed5", "--resume"]) == 0
+    assert_same_run(resumed, os.path.join(runs, "multi_seed5"))
+
+
+def test_a_multi_seed_run_resumes_every_seed(runs, data_dir, tmp_path):
+    copies = [unfinished_copy(runs, f"multi_seed{seed}", tmp_path) for seed in (5, 6, 7)]
+    assert train_transformers.main(["--data_dir", data_dir, *COMMON, "--save_dir", str(tmp_path),
+                                    "--seeds", "5,6,7", "--save_prefix", "multi", "--resume"]) == 0
+    for seed, copy in zip((5, 6, 7), copies):
+        assert_same_run(copy, os.path.join(runs, f"multi_seed{seed}"))
+
+
+def assert_same_run(resumed: str, uninterrupted: str) -> None:
+    """The resumed run logged the same events and ended with the same weights (within float noise:
+    a single-seed step and a stacked one round differently)."""
+    for a, b in zip(events(resumed), events(uninterrupted), strict=True):
+        assert a.keys() == b.keys()
+        for key, value in b.items():
+            assert a[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    end, expected = checkpoint(resumed, 6), checkpoint(uninterrupted, 6)
+    assert end["step"] == 6
+    assert {**end["args"], "resume": False, "save_dir": None} == {**expected["args"], "save_dir": None}
+    for name, tensor in expected["model_state_dict"].items():
+        torch.testing.assert_close(end["model_state_dict"][name], tensor, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("flags, message", [

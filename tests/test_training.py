@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -135,7 +136,7 @@ def test_unwritable_save_dir_is_refused(data_dir, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     code = run([*TINY, "--dataset", "question", "--save_dir", str(blocker / "runs")], data_dir)
-    assert code == 2 and "not writable" in capsys.readouterr().err
+    assert code == 2 and "cannot be created" in capsys.readouterr().err
     assert blocker.read_text() == "not a directory"
 
 
@@ -212,6 +213,31 @@ def test_evaluating_the_research_checkpoint(data_dir, tmp_path):
     per_type = {k.split("/", 1)[1] for k in metrics if k.startswith("test_aux_type/")}
     assert per_type == set(expected["test_aux_per_type"])
     assert metrics["test_hierarchical"] + metrics["test_linear"] + metrics["test_other"] == pytest.approx(1)
+
+
+@pytest.mark.skipif(not os.path.isdir(REFERENCE), reason="../shared/reference is absent")
+def test_the_research_checkpoint_on_released_format_files_placed_by_hand(data_dir, tmp_path):
+    """The released val file beside train and test files without their .type file: the run uses
+    them as they are (the test types come from the test lines) and writes nothing next to them."""
+    folder = tmp_path / "data" / "question_formation_data"
+    folder.mkdir(parents=True)
+    shutil.copy(os.path.join(REFERENCE, "question.val"), folder / "question.val")
+    shutil.copy(os.path.join(data_dir, "question_formation_data", "question.train"), folder / "question.train")
+    test = open(os.path.join(data_dir, "question_formation_data", "question.test")).readlines()
+    (folder / "question.test").write_text("".join(test[:300]))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    code = run(["--encoder_n_layers", "2", "--vec_dim", "128", "--n_heads", "4", "--tied-embedding",
+                "--dataset", "question", "--callback", "--max_train_steps", "0",
+                "--model_load_path", os.path.join(REFERENCE, "tiny_qf_checkpoint_1000.pth"),
+                "--save_dir", str(tmp_path / "runs"), "--save_prefix", "ref"], str(tmp_path / "data"))
+    assert code == 0
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert os.listdir(tmp_path / "data") == ["question_formation_data"]
+    metrics = eval_events(str(tmp_path / "runs" / "ref"))[0]
+    assert metrics["val_aux"] == 1.0
+    types = [t.replace("\t", " ") for t in
+             open(os.path.join(data_dir, "question_formation_data", "question.test.type")).read().splitlines()[:300]]
+    assert {k.split("/", 1)[1] for k in metrics if k.startswith("test_aux_type/")} == set(types)
 
 
 def test_continue_lr_continues_the_schedule_and_step_count(data_dir, tmp_path):
