@@ -31,6 +31,7 @@ TRAIN_LOG_FLUSH = 100  # training-step metrics are read off the device in chunks
 # jobs it preempts by itself.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 REQUEUE_SIGNAL = signal.SIGUSR1
+RUN_FILES = {"args.json", "metrics.jsonl", "wandb"}  # what a run writes besides its checkpoints
 # Flags that may differ between a run and its resumption: they do not change what is computed
 # (a run directory may move to another --save_dir).
 RESUMABLE_CHANGES = {"resume", "device", "gpu_id", "wandb_mode", "wandb_entity", "data_dir",
@@ -129,6 +130,13 @@ def run_directory(cfg: Config) -> str | None:
     if not t.resume and os.path.exists(path) and os.listdir(path):
         raise HierGenError(f"run directory {path} already holds files; choose another --save_prefix "
                            "or continue it with --resume")
+    if t.resume and os.path.isdir(path) and not checkpoint_steps(path):
+        # Starting the run here would overwrite files: only a run stopped before its first
+        # checkpoint may be started again in place.
+        foreign = sorted(n for n in os.listdir(path) if n not in RUN_FILES and not n.startswith("."))
+        if foreign:
+            raise HierGenError(f"--resume: {path} has no checkpoint and holds files that are not a run's "
+                               f"({', '.join(foreign[:3])}); choose another --save_prefix")
     return path
 
 

@@ -193,6 +193,8 @@ def _check_fits(expected: StateDict, state: StateDict, name: str) -> None:
         if state[key].shape != value.shape:
             raise HierGenError(f"{name} does not fit this model: {key} has shape "
                                f"{list(state[key].shape)}, the model needs {list(value.shape)}")
+        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+            raise HierGenError(f"{name} is damaged: {key} holds NaN or infinite values")
 
 
 def _few(keys: list[str], limit: int = 3) -> str:

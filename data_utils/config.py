@@ -103,6 +103,8 @@ class DataConfig:
         task = get_dataset(self.dataset).task
         if self.data_seed < 0:
             raise HierGenError("--data_seed must be >= 0")
+        if not self.data_dir:
+            raise HierGenError("--data_dir is empty")
         if os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
             raise HierGenError(f"--data_dir {self.data_dir} is a file, not a folder")
         if not 0 < self.subset_train_frac <= 1:

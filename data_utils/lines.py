@@ -48,6 +48,8 @@ def numbered_lines(path: str) -> Iterator[tuple[int, str]]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise HierGenError(f"{path}:{number}: not UTF-8 text") from None
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
             yield number, text[:-1] if text.endswith("\n") else text
 
 

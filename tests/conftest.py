@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(scope="session")
 def data_dir() -> str:
     """A data dir holding the default QF and TI files, generated once per test session."""
-    return generated()[0]
+    return generated()
 
 
 @pytest.fixture(scope="session")

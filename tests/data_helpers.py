@@ -6,7 +6,6 @@ import functools
 import os
 import shutil
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,14 +18,13 @@ REFERENCE = SHARED / "reference"
 
 
 @functools.lru_cache(maxsize=None)
-def generated() -> tuple[str, float]:
-    """A temporary data dir holding the default files (data seed 0), and the seconds it took."""
+def generated() -> str:
+    """A temporary data dir holding the default files (data seed 0)."""
     data_dir = tempfile.mkdtemp(prefix="hier_gen_data_")
     atexit.register(shutil.rmtree, data_dir, True)
-    start = time.perf_counter()
     ensure_generated(data_dir, "question", 0)
     ensure_generated(data_dir, "tense", 0)
-    return data_dir, time.perf_counter() - start
+    return data_dir
 
 
 def lines(path: str | Path) -> list[str]:

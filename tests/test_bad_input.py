@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import train_transformers
+from data_utils import question
+from data_utils.lines import read_examples
 from data_helpers import lines, write_files
 
 TINY = ["--encoder_n_layers", "1", "--vec_dim", "16", "--n_heads", "2", "--dataset", "question",
@@ -62,6 +65,7 @@ def resume_with(data_dir: str, run_dir: Path, *flags: str) -> list[str]:
     (["--run_name", ""], "--run_name is empty"),
     (["--data_seed", "-1"], "--data_seed"),
     (["--data_dir", "README.md"], "is a file, not a folder"),
+    (["--data_dir", ""], "--data_dir is empty"),
     (["--gated-model", "--gate_l0_penalty", "nan"], "--gate_l0_penalty must be a finite number"),
 ])
 def test_bad_flag_values_leave_the_run_untouched(data_dir, run_dir, capsys, flags, message):
@@ -112,6 +116,22 @@ def test_windows_line_endings_are_named(data_dir, run_dir, tmp_path, capsys):
             f"{folder / 'question.val'}:1: Windows line ending")
 
 
+def test_a_byte_order_mark_is_read_as_the_editor_meant(tmp_path):
+    path = tmp_path / "question.val"
+    path.write_bytes("\ufeffthe newt does swim . decl\tthe newt does swim .\n".encode())
+    assert read_examples(str(path), question.parse_line)[0].input[0] == "the"
+
+
+def test_a_checkpoint_with_nonfinite_weights_is_refused(data_dir, run_dir, tmp_path, capsys):
+    state = torch.load(run_dir / "checkpoint_2.pth", weights_only=True)
+    key, weight = next((k, v) for k, v in state["model_state_dict"].items() if v.is_floating_point())
+    weight.view(-1)[0] = float("nan")
+    damaged = tmp_path / "damaged.pth"
+    torch.save(state, damaged)
+    refused(capsys, ["--data_dir", data_dir, *TINY, "--model_load_path", str(damaged), "--max_train_steps", "0"],
+            f"{key.removeprefix('model.')} holds NaN or infinite values")
+
+
 def test_a_damaged_metrics_file_is_named_and_kept(data_dir, run_dir, capsys):
     metrics = run_dir / "metrics.jsonl"
     text = metrics.read_text().splitlines(keepends=True)
@@ -134,6 +154,14 @@ def test_a_run_directory_that_is_a_file_is_refused(data_dir, tmp_path, capsys):
     refused(capsys, ["--data_dir", data_dir, *TINY, "--save_dir", str(tmp_path), "--save_prefix", "run", "--resume"],
             "is a file")
     assert (tmp_path / "run").read_text() == "mine"
+
+
+def test_resume_refuses_a_folder_that_is_not_a_run(data_dir, tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "ideas.txt").write_text("mine")
+    refused(capsys, ["--data_dir", data_dir, *TINY, "--save_dir", str(tmp_path), "--save_prefix", "notes",
+                     "--resume"], "holds files that are not a run's (ideas.txt)")
+    assert os.listdir(tmp_path / "notes") == ["ideas.txt"]
 
 
 def test_the_command_line_prints_no_traceback(tmp_path):

@@ -289,7 +289,7 @@ def test_loading_another_family_is_a_one_line_error():
     (dict(not_lm=True, gated_model=True), "--gated-model applies to the LM only"),
     (dict(mode="enc", gated_model=True), "--gated-model applies to the LM only"),
     (dict(gate_l0_penalty=0.1), "--gate_l0_penalty applies to the gated LM"),
-    (dict(gated_model=True, gate_l0_penalty=-1.0), "at least 0"),
+    (dict(gated_model=True, gate_l0_penalty=-1.0), "finite number >= 0"),
     (dict(mode="dec"), "--mode 'dec': expected one of enc_dec, enc"),
     (dict(not_lm=True, decoder_n_layers=0), "decoder_n_layers must be at least 1"),
 ])
