@@ -192,5 +192,6 @@ def command(args: argparse.Namespace) -> None:
     plot.save(plot.outcomes(per_run, s.metric, s.end_evals), os.path.join(args.out, "outcomes.png"))
     summary = per_condition[["condition", "n_runs", "p_hierarchical", "p_linear", "p_uncommitted",
                              f"mean_end_{s.metric}", "bimodal", "regime"]]
+    summary = summary.astype({"bimodal": object}).fillna({"bimodal": "-"})
     print(summary.to_string(index=False, float_format="%.2f", na_rep="-"))
     print(f"wrote runs.csv, conditions.csv, trajectories.png, outcomes.png to {args.out}")
