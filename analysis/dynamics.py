@@ -22,7 +22,7 @@ from sklearn.mixture import GaussianMixture
 import plot
 from analysis import seen
 from analysis.cli import write_csv
-from analysis.runs import Run, common_steps, find_runs, read_metrics, run_table, trajectory_rows
+from analysis.runs import Run, common_steps, find_runs, read_runs, trajectory_rows
 
 # (hierarchical, linear) rule shares on the generalization lines: QF, then TI.
 RULE_SHARES = (("test_hierarchical", "test_linear"), ("test_agree_subject", "test_agree_recent"))
@@ -108,7 +108,8 @@ def regime(runs: pd.DataFrame, s: Settings = Settings()) -> str | None:
     gap = (runs["end_seen_acc"] - runs["end_unseen_acc"]).abs()
     if gap.isna().any():
         return None
-    return "memorization" if (stable & (gap >= s.memorization_gap).to_numpy()).mean() >= s.regime_share else "unstable"
+    memorizing = stable & (gap >= s.memorization_gap).to_numpy()
+    return "memorization" if memorizing.mean() >= s.regime_share else "unstable"
 
 
 def run_row(frame: pd.DataFrame, types: pd.DataFrame | None, s: Settings) -> dict:
@@ -130,20 +131,9 @@ def run_row(frame: pd.DataFrame, types: pd.DataFrame | None, s: Settings) -> dic
     return row
 
 
-def read_aligned(runs: list[Run], metric: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """The run table and each run's metric, rule shares and per-type accuracies on common steps."""
-    table = run_table(runs)
-    names = [metric, *(c for pair in RULE_SHARES for c in pair), seen.TYPE_PREFIX]
-    by_name = {run.name: run for run in runs}
-    frames = {name: read_metrics(by_name[name], names) for name in table["run"]}
-    return table, common_steps(frames, table, metric)
-
-
-def runs_frame(runs: list[Run], s: Settings = Settings(), data_dir: str | None = None,
-               aligned: tuple[pd.DataFrame, dict[str, pd.DataFrame]] | None = None) -> pd.DataFrame:
-    """runs.csv: one row per run (empty cells where a value does not apply)."""
-    table, frames = aligned or read_aligned(runs, s.metric)
-    args = {run.name: run.args for run in runs}
+def runs_frame(table: pd.DataFrame, frames: dict[str, pd.DataFrame], args: dict[str, dict],
+               s: Settings = Settings(), data_dir: str | None = None) -> pd.DataFrame:
+    """runs.csv from the run table and each run's series on its condition's common steps."""
     rows = [run_row(frames[name], seen.type_table(args[name], data_dir), s) for name in table["run"]]
     out = pd.concat([table, pd.DataFrame(rows)], axis=1)
     out["stable"] = out["stable"].astype("boolean")
@@ -168,6 +158,15 @@ def conditions_frame(runs: pd.DataFrame, s: Settings = Settings()) -> pd.DataFra
     return out
 
 
+def dynamics(runs: list[Run], s: Settings = Settings(),
+             data_dir: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """runs.csv, conditions.csv and the metric's trajectories (for plot.trajectories) as DataFrames."""
+    table, frames = read_runs(runs, [s.metric, *(c for pair in RULE_SHARES for c in pair), seen.TYPE_PREFIX])
+    frames = common_steps(frames, table, s.metric)
+    per_run = runs_frame(table, frames, {run.name: run.args for run in runs}, s, data_dir)
+    return per_run, conditions_frame(per_run, s), trajectory_rows(table, frames, s.metric)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or globs of them")
     parser.add_argument("--metric", default=Settings.metric,
@@ -179,13 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    """Compute both tables, then write runs.csv, conditions.csv and the two figures; print a summary."""
+    """Compute everything, then write runs.csv, conditions.csv and the two figures; print a summary."""
     s = Settings(metric=args.metric)
-    runs = find_runs(args.runs)
-    table, frames = read_aligned(runs, s.metric)
-    per_run = runs_frame(runs, s, args.data_dir, (table, frames))
-    per_condition = conditions_frame(per_run, s)
-    curves = trajectory_rows(table, frames, s.metric)
+    per_run, per_condition, curves = dynamics(find_runs(args.runs), s, args.data_dir)
     write_csv(per_run, os.path.join(args.out, "runs.csv"))
     write_csv(per_condition, os.path.join(args.out, "conditions.csv"))
     plot.save(plot.trajectories(curves), os.path.join(args.out, "trajectories.png"))

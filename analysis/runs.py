@@ -167,13 +167,18 @@ def common_steps(frames: dict[str, pd.DataFrame], table: pd.DataFrame, metric: s
     return aligned
 
 
-def curves(runs: list[Run], metrics: list[str]) -> pd.DataFrame:
-    """Long table of the runs' trajectories: metric, condition, run, seed, step, value."""
+def read_runs(runs: list[Run], names: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The run table (run_table) and each run's logged `names`, by run name."""
     table = run_table(runs)
     by_name = {run.name: run for run in runs}
-    frames = {name: read_metrics(by_name[name], metrics) for name in table["run"]}
-    parts = [trajectory_rows(table, common_steps(frames, table, metric), metric) for metric in metrics]
-    return pd.concat(parts, ignore_index=True)
+    return table, {name: read_metrics(by_name[name], names) for name in table["run"]}
+
+
+def curves(runs: list[Run], metrics: list[str]) -> pd.DataFrame:
+    """Long table of the runs' trajectories: metric, condition, run, seed, step, value."""
+    table, frames = read_runs(runs, metrics)
+    return pd.concat([trajectory_rows(table, common_steps(frames, table, m), m) for m in metrics],
+                     ignore_index=True)
 
 
 def trajectory_rows(table: pd.DataFrame, aligned: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:

@@ -5,7 +5,8 @@
 Writes the runs as real run directories (args.json, metrics.jsonl with a line per evaluation and
 the per-type accuracies of ~50 test types; per-step lines are left out), with a small QF data
 folder so that the seen/unseen split is computed too, then times the command: reading, the
-tables, and the figures. The last line is the throughput in runs per second.
+tables, and the figures. It also prints what parsing the JSON lines alone takes, the floor of
+the reading. The last line is the throughput in runs per second.
 """
 from __future__ import annotations
 
@@ -116,16 +117,29 @@ def main() -> None:
     args = parser.parse_args()
     root = args.keep or tempfile.mkdtemp(prefix="bench_dynamics_")
     start = time.perf_counter()
-    write_runs(os.path.join(root, "runs"), args.runs, args.evals)
+    paths = write_runs(os.path.join(root, "runs"), args.runs, args.evals)
     print(f"wrote {args.runs} runs x {args.evals} evaluations in {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
     code = analysis_main(["dynamics", os.path.join(root, "runs", "lr*"), "--out", os.path.join(root, "analysis")])
     seconds = time.perf_counter() - start
     assert code == 0
+    megabytes, parse = json_floor(paths)
     if not args.keep:
         shutil.rmtree(root)
+    print(f"metrics.jsonl: {megabytes:.0f} MB; json.loads of every line alone: {parse:.2f} s")
     print(f"dynamics on {args.runs} runs: {seconds:.2f} s")
     print(f"{args.runs / seconds:.0f} runs/s")
+
+
+def json_floor(paths: list[str]) -> tuple[float, float]:
+    """Size of the runs' metrics files, and the seconds json.loads takes over their lines."""
+    size = sum(os.path.getsize(os.path.join(p, "metrics.jsonl")) for p in paths)
+    start = time.perf_counter()
+    for path in paths:
+        with open(os.path.join(path, "metrics.jsonl")) as f:
+            for line in f:
+                json.loads(line)
+    return size / 1e6, time.perf_counter() - start
 
 
 if __name__ == "__main__":
