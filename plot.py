@@ -29,7 +29,7 @@ from analysis.runs import curves, find_runs  # noqa: E402
 from util import atomic_open  # noqa: E402
 
 PANELS_PER_ROW = 4
-COMMITMENT_MARKERS = {"hierarchical": "^", "linear": "v", "uncommitted": "o"}
+COMMITMENT_MARKERS = {"hierarchical": "^", "linear": "v", "uncommitted": "o", "unknown": "s"}
 OUTLINED = [pe.Stroke(linewidth=2.6, foreground="black"), pe.Normal()]  # the median stands out of any band
 
 
@@ -106,16 +106,15 @@ def outcomes(runs: pd.DataFrame, metric: str = "test_aux", end_evals: int = 5) -
     palette = colors(conditions)
     rng = np.random.default_rng(0)  # fixed jitter: reruns draw the same figure
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(conditions) + 2), 4.0))
+    commitments = runs["commitment"].fillna("unknown")  # runs that logged no rule shares
     for i, condition in enumerate(conditions):
-        rows = runs[runs["condition"] == condition]
-        x = i + rng.uniform(-0.18, 0.18, len(rows))
-        for rule, marker in COMMITMENT_MARKERS.items():
-            pick = (rows["commitment"] == rule).to_numpy()
-            ax.scatter(x[pick], rows[f"end_{metric}"][pick], color=palette[condition], marker=marker,
+        pick = (runs["condition"] == condition).to_numpy()
+        ends, kinds = runs.loc[pick, f"end_{metric}"].to_numpy(float), commitments[pick].to_numpy()
+        x = i + rng.uniform(-0.18, 0.18, len(ends))
+        for kind, marker in COMMITMENT_MARKERS.items():
+            ax.scatter(x[kinds == kind], ends[kinds == kind], color=palette[condition], marker=marker,
                        s=26, alpha=0.8, edgecolor="black", linewidth=0.3)
-        unknown = rows["commitment"].isna().to_numpy()
-        ax.scatter(x[unknown], rows[f"end_{metric}"][unknown], color=palette[condition], marker="o", s=26, alpha=0.8)
-        ax.hlines(rows[f"end_{metric}"].median(), i - 0.3, i + 0.3, color="black", lw=1.5)
+        ax.hlines(np.median(ends), i - 0.3, i + 0.3, color="black", lw=1.5)
     ax.set_xticks(range(len(conditions)), [textwrap.fill(c, 22) for c in conditions], fontsize=8,
                   rotation=20 if len(conditions) > 4 else 0)
     ax.set_xlim(-0.6, len(conditions) - 0.4)
@@ -124,10 +123,10 @@ def outcomes(runs: pd.DataFrame, metric: str = "test_aux", end_evals: int = 5) -
         ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel(f"end {axis_label(metric)}\n(mean of the last {end_evals} evaluations)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    handles = [Line2D([], [], ls="", marker=m, color="grey", markeredgecolor="black", label=f"{rule} seed")
-               for rule, m in COMMITMENT_MARKERS.items() if (runs["commitment"] == rule).any()]
+    handles = [Line2D([], [], ls="", marker=m, color="grey", markeredgecolor="black", label=kind)
+               for kind, m in COMMITMENT_MARKERS.items() if (commitments == kind).any()]
     handles.append(Line2D([], [], color="black", lw=1.5, label="median"))
-    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.legend(handles=handles, title="seeds by commitment", title_fontsize=8, fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 
