@@ -1,6 +1,6 @@
 """Figures of runs: every matplotlib call of the project lives here (Agg backend, no display needed).
 
-    python plot.py RUN... [--metric test_aux --metric val_aux ...] [--out plot.png]
+    python plot.py RUN... [--metric test_aux --metric val_aux ...] [--out analysis/plot.png]
 
 draws each metric's trajectories, one panel per condition: every seed as a thin translucent line,
 the median across seeds and the interquartile band on top; steps in thousands.
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(description="Plot metric trajectories of runs, one panel per condition and metric.")
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or globs of them")
     parser.add_argument("--metric", action="append", help="metric to plot (repeatable; default test_aux)")
-    parser.add_argument("--out", default="plot.png", help="output PNG (default: ./plot.png)")
+    parser.add_argument("--out", default=os.path.join("analysis", "plot.png"),
+                        help="output PNG (default: ./analysis/plot.png)")
 
     def command():
         args = parser.parse_args(argv)

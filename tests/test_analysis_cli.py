@@ -107,7 +107,7 @@ def test_rerunning_replaces_its_outputs_and_touches_nothing_else(sweep, tmp_path
 def test_plot_draws_runs_with_no_other_flag(sweep, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert plot.main([os.path.join(sweep, "*")]) == 0
-    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "analysis" / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert plot.main([os.path.join(sweep, "*"), "--metric", "test_aux", "--metric", "val_aux",
                       "--out", "figs/two.png"]) == 0
     assert (tmp_path / "figs" / "two.png").exists()
