@@ -1,5 +1,7 @@
-"""Run dynamics from metrics.jsonl: end values, total variation, oscillations, commitment, stability,
-seen/unseen accuracy per run; outcome shares, bimodality and the regime per condition.
+"""Run dynamics from metrics.jsonl: what each run commits to, and each condition's regime.
+
+Per run: end values, total variation, oscillations, commitment, stability, seen/unseen accuracy;
+per condition: outcome shares, bimodality of the end values and the regime.
 
     python -m analysis dynamics RUN... [--metric test_aux] [--data_dir DIR] [--out DIR]
 
