@@ -1,0 +1,32 @@
+"""`python -m analysis COMMAND ...`: analyses of run directories, written as CSV tables and PNG figures.
+
+A command is a module with `add_arguments(parser)` and `command(args)`, listed in COMMANDS.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from analysis import dynamics, wandb_import
+from analysis.cli import Parser, run
+
+COMMANDS = {"dynamics": dynamics, "import-wandb": wandb_import}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        module.add_arguments(subparsers.add_parser(name, help=module.__doc__.splitlines()[0],
+                                                   description=module.__doc__,
+                                                   formatter_class=argparse.RawDescriptionHelpFormatter))
+
+    def command():
+        args = parser.parse_args(argv)
+        COMMANDS[args.name].command(args)
+
+    return run(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

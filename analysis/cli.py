@@ -1,0 +1,37 @@
+"""The command-line frame of `python -m analysis` and plot.py: one-line errors, atomic outputs."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+import pandas as pd
+
+from util import HierGenError, atomic_open
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises HierGenError (one line, exit code 2) instead of printing its usage."""
+
+    def error(self, message: str):
+        raise HierGenError(message)
+
+
+def run(command: Callable[[], None]) -> int:
+    """Run a command; a user error prints `error: ...` as one line on stderr and returns 2."""
+    try:
+        command()
+    except HierGenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def write_csv(table: pd.DataFrame, path: str) -> None:
+    """One row per item, empty cells where a value does not apply; replaced atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_open(path, "w") as f:
+        table.to_csv(f, index=False, na_rep="")

@@ -1,0 +1,191 @@
+"""Run directories: finding them, reading args.json and metrics.jsonl, grouping runs into conditions.
+
+A run directory holds `args.json` (every training flag) and, for most analyses, `metrics.jsonl`
+(one JSON event per line, each with its `iteration`). Runs whose arguments differ only in seed and
+bookkeeping form one condition, named by the `flag=value` pairs that differ between conditions.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import operator
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from util import HierGenError
+
+# Arguments that say where or how a run was executed, not what it computed.
+BOOKKEEPING = frozenset({"seed", "seeds", "save_dir", "save_prefix", "run_name", "data_dir", "device",
+                         "gpu_id", "resume", "eval_batch_size", "model_load_path"})
+
+
+@dataclass
+class Run:
+    """One run directory; `name` is its folder name (its path where two folders share a name)."""
+
+    path: str
+    name: str
+    args: dict
+
+    @property
+    def seed(self) -> int | None:
+        return self.args.get("seed")
+
+
+def find_runs(patterns: Iterable[str]) -> list[Run]:
+    """The run directories (folders holding args.json) named by paths or globs, in the given order."""
+    patterns = list(patterns)
+    paths: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not any(os.path.exists(m) for m in matches):
+            raise HierGenError(f"no such run directory: {pattern}")
+        for match in matches:
+            path = os.path.normpath(match)
+            if os.path.isfile(os.path.join(path, "args.json")) and path not in paths:
+                paths.append(path)
+    if not paths:
+        raise HierGenError(f"no run directory (a folder with args.json) in {' '.join(patterns) or 'the arguments'}")
+    names = [os.path.basename(os.path.abspath(p)) for p in paths]
+    return [Run(p, name if names.count(name) == 1 else p, read_args(p)) for p, name in zip(paths, names)]
+
+
+def read_args(path: str) -> dict:
+    try:
+        with open(os.path.join(path, "args.json")) as f:
+            args = json.load(f)
+    except json.JSONDecodeError as e:
+        raise HierGenError(f"{path}/args.json is not valid JSON ({e})") from None
+    if not isinstance(args, dict):
+        raise HierGenError(f"{path}/args.json does not hold an object of arguments")
+    return args
+
+
+def read_metrics(run: Run, names: Iterable[str]) -> pd.DataFrame:
+    """The logged values of `names` (a name also selects its `name/...` keys), one row per step.
+
+    Lines that mention none of the names are skipped unparsed: a long run logs a line per step.
+    """
+    path = os.path.join(run.path, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise HierGenError(f"{run.path} has no metrics.jsonl (for a run logged to W&B only: "
+                           "python -m analysis import-wandb ENTITY/PROJECT)")
+    names = tuple(names)
+    # One regular-expression search per line: ~4x faster than a substring test per name.
+    mentions = re.compile("|".join(re.escape(f'"{name}') for name in names))
+    events = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            # A line without its newline is still being written by a running job.
+            if not line.endswith("\n") or not mentions.search(line):
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise HierGenError(f"{path}:{number}: not a JSON event") from None
+    if any("iteration" not in event for event in events):
+        raise HierGenError(f"{path}: an event without its iteration")
+    prefixes = tuple(f"{name}/" for name in names)
+    columns = sorted(k for k in set().union(*events) if k in names or k.startswith(prefixes))
+    try:
+        values = np.array(_rows(events, columns), dtype=float).reshape(len(events), len(columns))
+    except (TypeError, ValueError):
+        raise HierGenError(f"{path}: a logged value of {', '.join(names)} is not a number") from None
+    steps = pd.Index([e["iteration"] for e in events], name="step")
+    table = pd.DataFrame(values, index=steps, columns=columns).sort_index(kind="stable")
+    return table[~table.index.duplicated(keep="last")]
+
+
+def _rows(events: list[dict], columns: list[str]) -> list:
+    """The events' values of `columns`, None where an event lacks one."""
+    if not columns:
+        return []
+    get = operator.itemgetter(*columns)  # C-speed when an event has every column (the usual case)
+    rows = []
+    for event in events:
+        try:
+            rows.append(get(event))
+        except KeyError:
+            rows.append([event.get(k) for k in columns])
+    return rows
+
+
+def condition_names(runs: list[Run]) -> list[str]:
+    """Each run's condition: the `flag=value` pairs of the non-bookkeeping flags that differ.
+
+    When all runs form one condition, it is named by its dataset.
+    """
+    keys = [{k: json.dumps(v, sort_keys=True) for k, v in run.args.items()
+             if k not in BOOKKEEPING and not k.startswith("wandb_")} for run in runs]
+    flags = sorted(set().union(*keys))
+    differing = [flag for flag in flags if len({k.get(flag) for k in keys}) > 1] or ["dataset"]
+    return [" ".join(f"{flag}={_plain(run.args.get(flag))}" for flag in differing) for run in runs]
+
+
+def _plain(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def run_table(runs: list[Run]) -> pd.DataFrame:
+    """run, condition (ordered: numbers by value, text naturally) and seed of each run."""
+    names = condition_names(runs)
+    order = sorted(set(names), key=lambda name: [_natural(part) for part in name.split(" ")])
+    table = pd.DataFrame({"run": [r.name for r in runs], "condition": names,
+                          "seed": pd.array([r.seed for r in runs], dtype="Int64")})
+    table["condition"] = pd.Categorical(table["condition"], categories=order, ordered=True)
+    return table.sort_values(["condition", "seed", "run"], kind="stable").reset_index(drop=True)
+
+
+def _natural(text: str) -> list:
+    """Sort key that orders embedded numbers by value: D50 < D100, lr=5e-05 < lr=0.0001."""
+    flag, _, value = text.partition("=")
+    try:
+        return [flag, 0, float(value)]
+    except ValueError:
+        return [flag, 1, [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", value)]]
+
+
+def common_steps(frames: dict[str, pd.DataFrame], table: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
+    """Each run's frame cut to the steps at which every run of its condition logged `metric`."""
+    for name, frame in frames.items():
+        if metric not in frame or frame[metric].isna().all():
+            raise HierGenError(f"metric {metric} was never logged by run {name}")
+    aligned = {}
+    for condition, group in table.groupby("condition", observed=True):
+        steps = None
+        for name in group["run"]:
+            logged = frames[name].index[frames[name][metric].notna()]
+            steps = logged if steps is None else steps.intersection(logged)
+        if steps.empty:
+            raise HierGenError(f"the runs of condition {condition} share no step at which {metric} was logged")
+        aligned.update({name: frames[name].loc[steps] for name in group["run"]})
+    return aligned
+
+
+def read_runs(runs: list[Run], names: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The run table (run_table) and each run's logged `names`, by run name."""
+    table = run_table(runs)
+    by_name = {run.name: run for run in runs}
+    return table, {name: read_metrics(by_name[name], names) for name in table["run"]}
+
+
+def curves(runs: list[Run], metrics: list[str]) -> pd.DataFrame:
+    """Long table of the runs' trajectories: metric, condition, run, seed, step, value."""
+    table, frames = read_runs(runs, metrics)
+    return pd.concat([trajectory_rows(table, common_steps(frames, table, m), m) for m in metrics],
+                     ignore_index=True)
+
+
+def trajectory_rows(table: pd.DataFrame, aligned: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
+    """The long rows of one metric from frames already cut to their condition's common steps."""
+    rows = [pd.DataFrame({"metric": metric, "condition": row.condition, "run": row.run, "seed": row.seed,
+                          "step": aligned[row.run].index, "value": aligned[row.run][metric].to_numpy(float)})
+            for row in table.itertuples()]
+    out = pd.concat(rows, ignore_index=True)
+    out["condition"] = pd.Categorical(out["condition"], categories=table["condition"].cat.categories, ordered=True)
+    return out

@@ -1,0 +1,145 @@
+"""`python -m analysis dynamics` and `python plot.py` end to end on real tiny runs, and bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import plot
+import train_transformers
+from analysis.__main__ import main as analysis
+from data_helpers import write_files
+from data_utils import question
+from data_utils.lines import read_text_lines, split_line
+from test_analysis_runs import ARGS, evals, write_run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNS_COLUMNS = ["run", "condition", "seed", "last_step", "end_test_aux", "end_hierarchical", "end_linear",
+                "tv_full", "tv_late_per_10k", "oscillations", "commitment", "stable", "end_seen_acc",
+                "end_unseen_acc"]
+CONDITIONS_COLUMNS = ["condition", "n_runs", "p_hierarchical", "p_linear", "p_uncommitted", "mean_end_test_aux",
+                      "mean_end_hierarchical_runs", "dip", "dip_p", "bic_1", "bic_2", "bimodal", "regime"]
+OUTPUTS = ["conditions.csv", "outcomes.png", "runs.csv", "trajectories.png"]
+TINY = ["--callback", "--encoder_n_layers", "2", "--vec_dim", "32", "--n_heads", "2", "--tied-embedding",
+        "--lr", "3e-3", "--num_warmup_steps", "5", "--max_train_steps", "40", "--eval_every", "10",
+        "--save_every", "40"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(data_dir, tmp_path_factory) -> str:
+    """The first lines of the generated QF splits, and a question_D20 training set of 20 input types
+    (bare subjects only, so that every generalization type is unseen by its runs)."""
+    out = tmp_path_factory.mktemp("tiny_data")
+    source = os.path.join(data_dir, "question_formation_data")
+    files = {name: read_text_lines(os.path.join(source, name))[:n]
+             for name, n in [("question.train", 600), ("question.val", 100), ("question.test", 300),
+                             ("question.test.type", 300)]}
+    write_files(out / "question_formation_data", files)
+    bare = [line for line in read_text_lines(os.path.join(source, "question.train"))[:5000]
+            if question.parse_line(*split_line(line)).meta["subject"] == "bare"]
+    types = list(dict.fromkeys(question.parse_line(*split_line(line)).type_tag for line in bare))[:20]
+    d20 = [line for line in bare if question.parse_line(*split_line(line)).type_tag in types]
+    write_files(out / "question_D20_formation_data", {"question.train": d20, "question.val": d20[:50]})
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_data, tmp_path_factory) -> str:
+    """Four seeds of two conditions (datasets question and question_D20), trained for 40 steps."""
+    out = str(tmp_path_factory.mktemp("sweep"))
+    for dataset in ("question", "question_D20"):
+        assert train_transformers.main(["--data_dir", tiny_data, "--dataset", dataset, *TINY, "--seeds", "1,2,3,4",
+                                        "--save_dir", out, "--save_prefix", dataset]) == 0
+    return out
+
+
+def read_csv(path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+@pytest.mark.slow
+def test_dynamics_writes_every_table_and_figure(sweep, tiny_data, tmp_path, capsys):
+    out = tmp_path / "analysis"
+    assert analysis(["dynamics", os.path.join(sweep, "*"), "--data_dir", tiny_data, "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == OUTPUTS
+    for name in ("trajectories.png", "outcomes.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs, conditions = read_csv(out / "runs.csv"), read_csv(out / "conditions.csv")
+    assert list(runs.columns) == RUNS_COLUMNS and list(conditions.columns) == CONDITIONS_COLUMNS
+    assert conditions["condition"].tolist() == ["dataset=question", "dataset=question_D20"]
+    assert conditions["n_runs"].tolist() == [4, 4]
+    assert runs["seed"].tolist() == [1, 2, 3, 4] * 2 and set(runs["last_step"]) == {40}
+    # QF's hierarchical share is the test accuracy; every run has a commitment and a stability.
+    assert (runs["end_hierarchical"] - runs["end_test_aux"]).abs().max() < 1e-12
+    assert runs["commitment"].notna().all() and runs["stable"].notna().all()
+    assert (conditions[["p_hierarchical", "p_linear", "p_uncommitted"]].sum(axis=1) == 1).all()
+    assert conditions["dip"].notna().all() and conditions["regime"].notna().all()
+    # question_D20 trained on bare subjects only: every test type is unseen, so the unseen
+    # accuracy is the whole test accuracy (line-weighted) and the seen one is empty.
+    d20 = runs[runs["condition"] == "dataset=question_D20"]
+    assert d20["end_seen_acc"].isna().all()
+    assert (d20["end_unseen_acc"] - d20["end_test_aux"]).abs().max() < 1e-9
+    full = runs[runs["condition"] == "dataset=question"]
+    assert full["end_seen_acc"].notna().all()
+    summary = capsys.readouterr().out
+    assert "dataset=question_D20" in summary and "regime" in summary
+
+
+@pytest.mark.slow
+def test_rerunning_replaces_its_outputs_and_touches_nothing_else(sweep, tmp_path):
+    out = tmp_path / "analysis"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    before = {name: os.listdir(os.path.join(sweep, name)) for name in os.listdir(sweep)}
+    for _ in range(2):
+        assert analysis(["dynamics", os.path.join(sweep, "question_seed*"), "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == sorted(OUTPUTS + ["notes.txt"]) and (out / "notes.txt").read_text() == "mine"
+    assert {name: os.listdir(os.path.join(sweep, name)) for name in os.listdir(sweep)} == before
+    # Without --data_dir, the data folder each args.json names is read.
+    runs = read_csv(out / "runs.csv")
+    assert len(runs) == 4 and runs["end_seen_acc"].notna().all()
+
+
+@pytest.mark.slow
+def test_plot_draws_runs_with_no_other_flag(sweep, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert plot.main([os.path.join(sweep, "*")]) == 0
+    assert (tmp_path / "analysis" / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot.main([os.path.join(sweep, "*"), "--metric", "test_aux", "--metric", "val_aux",
+                      "--out", "figs/two.png"]) == 0
+    assert (tmp_path / "figs" / "two.png").exists()
+
+
+def bad_input_cases(tmp_path):
+    good = write_run(tmp_path / "good", ARGS, evals([0, 10], [0.1, 0.2]))
+    no_metrics = write_run(tmp_path / "research", ARGS, None)
+    return {
+        "no runs": ([str(tmp_path / "empty*")], "no such run directory"),
+        "no run folder": ([str(tmp_path / "good" / "..")], "no run directory"),
+        "no metrics.jsonl": ([good, no_metrics], "has no metrics.jsonl"),
+        "metric never logged": ([good, "--metric", "test_agree_subject"], "never logged"),
+    }
+
+
+@pytest.mark.parametrize("case", ["no runs", "no run folder", "no metrics.jsonl", "metric never logged"])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case):
+    argv, message = bad_input_cases(tmp_path)[case]
+    out = tmp_path / "out"
+    assert analysis(["dynamics", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not out.exists()
+    figure = tmp_path / "fig.png"
+    assert plot.main([*argv, "--out", str(figure)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not figure.exists()
+
+
+def test_the_command_line_prints_one_line_without_traceback(tmp_path, capsys):
+    for argv in (["-m", "analysis", "dynamics", str(tmp_path / "none")], ["plot.py", str(tmp_path / "none")]):
+        result = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+    assert analysis([]) == 2 and "COMMAND" in capsys.readouterr().err

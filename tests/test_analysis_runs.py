@@ -1,0 +1,127 @@
+"""Run directories: finding them, reading metrics.jsonl, grouping into conditions, common steps."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from analysis.runs import common_steps, condition_names, curves, find_runs, read_metrics, run_table
+from util import HierGenError
+
+ARGS = {"dataset": "question", "lr": 0.0001, "encoder_n_layers": 6, "seed": 1, "seeds": "", "save_dir": "x",
+        "save_prefix": "p", "run_name": None, "data_dir": "data_utils", "device": "auto", "gpu_id": 0,
+        "wandb_mode": None, "wandb_entity": None, "resume": False, "eval_batch_size": 32, "model_load_path": ""}
+
+
+def write_run(path, args: dict, events: list[dict] | None, tail: str = "") -> str:
+    """A run directory: args.json and, unless `events` is None, metrics.jsonl (plus raw `tail`)."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "args.json"), "w") as f:
+        json.dump(args, f)
+    if events is not None:
+        with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+            f.write("".join(json.dumps(e) + "\n" for e in events) + tail)
+    return str(path)
+
+
+def evals(steps, values, **series) -> list[dict]:
+    """Evaluation events of test_aux (and of other series), with per-step events between them."""
+    out = []
+    for k, (step, value) in enumerate(zip(steps, values)):
+        out.append({"loss": 1.0, "lr": 1e-4, "iteration": step + 1})
+        out.append({"test_aux": value, **{name: v[k] for name, v in series.items()}, "iteration": step})
+    return out
+
+
+def test_find_runs_takes_paths_and_globs_and_skips_other_folders(tmp_path):
+    for name in ("b", "a", "c"):
+        write_run(tmp_path / "sweep" / name, ARGS, [])
+    (tmp_path / "sweep" / "analysis").mkdir()  # e.g. an output folder beside the runs
+    (tmp_path / "sweep" / "notes.txt").write_text("")
+    runs = find_runs([str(tmp_path / "sweep" / "*"), str(tmp_path / "sweep" / "a")])
+    assert [r.name for r in runs] == ["a", "b", "c"]  # each once
+    assert [r.name for r in find_runs([str(tmp_path / "sweep" / "c")])] == ["c"]
+
+
+def test_runs_sharing_a_folder_name_are_named_by_path(tmp_path):
+    paths = [write_run(tmp_path / group / "seed1", ARGS, []) for group in ("D50", "D100")]
+    assert [r.name for r in find_runs(paths)] == [os.path.normpath(p) for p in paths]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: [str(tmp / "missing")], "no such run directory"),
+    (lambda tmp: [str(tmp / "nothing*")], "no such run directory"),
+    (lambda tmp: [str(tmp)], "no run directory"),
+])
+def test_find_runs_refuses_what_holds_no_run(tmp_path, make, message):
+    with pytest.raises(HierGenError, match=message):
+        find_runs(make(tmp_path))
+
+
+def test_read_metrics_keeps_the_named_series_one_row_per_step(tmp_path):
+    events = evals([0, 10, 20], [0.1, 0.5, 0.9], test_hierarchical=[0.1, 0.5, 0.9])
+    events[1]["test_aux_type/det n_s quest aux_s det n_s"] = 0.25
+    events.append({"test_aux": 0.7, "iteration": 20})  # a later line for a step wins
+    run = find_runs([write_run(tmp_path / "r", ARGS, events, tail='{"test_aux": 0.3, "itera')])[0]
+    table = read_metrics(run, ["test_aux", "test_aux_type"])
+    assert list(table.index) == [0, 10, 20]  # the torn last line is a running job's: skipped
+    assert sorted(table.columns) == ["test_aux", "test_aux_type/det n_s quest aux_s det n_s"]
+    assert table["test_aux"].tolist() == [0.1, 0.5, 0.7]
+    assert np.isnan(table.iloc[1, 1]) and table.iloc[0, 1] == 0.25
+
+
+def test_read_metrics_refuses_a_run_without_metrics(tmp_path):
+    run = find_runs([write_run(tmp_path / "r", ARGS, None)])[0]
+    with pytest.raises(HierGenError, match="no metrics.jsonl"):
+        read_metrics(run, ["test_aux"])
+
+
+def runs_with(tmp_path, variants: list[dict]):
+    return find_runs([write_run(tmp_path / f"r{i}", {**ARGS, **v}, evals([0, 10], [0.1, 0.2]))
+                      for i, v in enumerate(variants)])
+
+
+def test_conditions_ignore_seed_and_bookkeeping_and_name_what_differs(tmp_path):
+    runs = runs_with(tmp_path, [
+        {"seed": 1, "dataset": "question_D100"},
+        {"seed": 2, "dataset": "question_D100", "save_dir": "elsewhere", "device": "cuda:1", "gpu_id": 1,
+         "run_name": "x", "wandb_mode": "offline", "resume": True, "eval_batch_size": 256, "data_dir": "/d",
+         "model_load_path": "m.pth", "seeds": "2,3"},
+        {"seed": 1, "dataset": "question_D50"},
+    ])
+    assert condition_names(runs) == ["dataset=question_D100", "dataset=question_D100", "dataset=question_D50"]
+    table = run_table(runs)
+    assert list(table["condition"].cat.categories) == ["dataset=question_D50", "dataset=question_D100"]
+    assert table["run"].tolist() == ["r2", "r0", "r1"]
+
+
+def test_conditions_name_every_differing_flag_and_order_numbers_by_value(tmp_path):
+    runs = runs_with(tmp_path, [{"lr": 0.001, "encoder_n_layers": 2}, {"lr": 5e-05, "encoder_n_layers": 2},
+                                {"lr": 0.001, "encoder_n_layers": 6}, {"lr": 0.001, "encoder_n_layers": 2,
+                                                                         "seed": 7}])
+    table = run_table(runs)
+    assert list(table["condition"].cat.categories) == [
+        "encoder_n_layers=2 lr=5e-05", "encoder_n_layers=2 lr=0.001", "encoder_n_layers=6 lr=0.001"]
+    assert table.groupby("condition", observed=True).size().tolist() == [1, 2, 1]
+
+
+def test_one_condition_is_named_by_its_dataset(tmp_path):
+    assert set(condition_names(runs_with(tmp_path, [{"seed": 1}, {"seed": 2}]))) == {"dataset=question"}
+
+
+def test_runs_are_compared_on_the_steps_all_of_their_condition_logged(tmp_path):
+    a = write_run(tmp_path / "a", {**ARGS, "seed": 1}, evals([0, 10, 20, 30], [0.1, 0.2, 0.3, 0.4]))
+    b = write_run(tmp_path / "b", {**ARGS, "seed": 2}, evals([0, 10, 20], [0.5, 0.6, 0.7]))
+    c = write_run(tmp_path / "c", {**ARGS, "lr": 1.0}, evals([0, 30], [0.8, 0.9]))
+    long = curves(find_runs([a, b, c]), ["test_aux"])
+    assert long.groupby("run")["step"].apply(list).to_dict() == {"a": [0, 10, 20], "b": [0, 10, 20], "c": [0, 30]}
+    assert long.loc[long["run"] == "a", "value"].tolist() == [0.1, 0.2, 0.3]
+
+
+def test_a_metric_never_logged_is_refused(tmp_path):
+    runs = find_runs([write_run(tmp_path / "a", ARGS, evals([0, 10], [0.1, 0.2]))])
+    table = run_table(runs)
+    with pytest.raises(HierGenError, match="metric val_aux was never logged by run a"):
+        common_steps({"a": read_metrics(runs[0], ["val_aux"])}, table, "val_aux")
