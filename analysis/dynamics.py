@@ -160,10 +160,15 @@ def conditions_frame(runs: pd.DataFrame, s: Settings = Settings()) -> pd.DataFra
     return out
 
 
+def logged_names(s: Settings = Settings()) -> list[str]:
+    """What the analysis reads of each run: the metric, the rule shares, the per-type accuracies."""
+    return [s.metric, *(c for pair in RULE_SHARES for c in pair), seen.TYPE_PREFIX]
+
+
 def dynamics(runs: list[Run], s: Settings = Settings(),
              data_dir: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """runs.csv, conditions.csv and the metric's trajectories (for plot.trajectories) as DataFrames."""
-    table, frames = read_runs(runs, [s.metric, *(c for pair in RULE_SHARES for c in pair), seen.TYPE_PREFIX])
+    table, frames = read_runs(runs, logged_names(s))
     frames = common_steps(frames, table, s.metric)
     per_run = runs_frame(table, frames, {run.name: run.args for run in runs}, s, data_dir)
     return per_run, conditions_frame(per_run, s), trajectory_rows(table, frames, s.metric)

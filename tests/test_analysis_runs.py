@@ -5,9 +5,11 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from analysis.runs import common_steps, condition_names, curves, find_runs, read_metrics, run_table
+from analysis.runs import (PARALLEL_FROM, common_steps, condition_names, curves, find_runs, read_metrics, read_runs,
+                           run_table)
 from util import HierGenError
 
 ARGS = {"dataset": "question", "lr": 0.0001, "encoder_n_layers": 6, "seed": 1, "seeds": "", "save_dir": "x",
@@ -70,6 +72,27 @@ def test_read_metrics_keeps_the_named_series_one_row_per_step(tmp_path):
     assert sorted(table.columns) == ["test_aux", "test_aux_type/det n_s quest aux_s det n_s"]
     assert table["test_aux"].tolist() == [0.1, 0.5, 0.7]
     assert np.isnan(table.iloc[1, 1]) and table.iloc[0, 1] == 0.25
+
+
+def test_reading_many_runs_in_worker_processes_equals_reading_them_here(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = [write_run(tmp_path / f"seed{i}", {**ARGS, "seed": i},
+                       evals(range(0, 50, 10), rng.uniform(size=5), test_linear=rng.uniform(size=5)))
+             for i in range(PARALLEL_FROM)]
+    runs = find_runs(paths)
+    table, here = read_runs(runs, ["test_aux", "test_linear"], workers=1)
+    _, workers = read_runs(runs, ["test_aux", "test_linear"], workers=2)
+    assert list(here) == list(workers) == list(table["run"])
+    for name, frame in here.items():
+        pd.testing.assert_frame_equal(workers[name], frame)
+
+
+@pytest.mark.parametrize("bad", ['{"test_aux": 0.5, "iteration"', '{"test_aux": 1} {"test_aux": 2, "iteration": 3}'])
+def test_a_line_that_is_not_one_json_event_is_named(tmp_path, bad):
+    events = evals([0, 10], [0.1, 0.5])
+    path = write_run(tmp_path / "r", ARGS, events[:2], tail=bad + "\n" + json.dumps(events[3]) + "\n")
+    with pytest.raises(HierGenError, match=r"metrics.jsonl:3: not a JSON event"):
+        read_metrics(find_runs([path])[0], ["test_aux"])
 
 
 def test_read_metrics_refuses_a_run_without_metrics(tmp_path):
