@@ -1,9 +1,12 @@
 """Figures of runs: every matplotlib call of the project lives here (Agg backend, no display needed).
 
     python plot.py RUN... [--metric test_aux --metric val_aux ...] [--out analysis/plot.png]
+    python plot.py RUN... --per_run [--out analysis/]
 
-draws each metric's trajectories, one panel per condition: every seed as a thin translucent line,
-the median across seeds and the interquartile band on top; steps in thousands.
+The first draws one panel per metric: every seed as a thin translucent line in its condition's
+colour, the condition's median across seeds and its interquartile band on top; steps in
+thousands. The second draws, for each run, the shares of each rule's answer over training and
+its accuracy per sentence type (type x step heatmap), into `{out}/{run}_run.png`.
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from analysis.cli import Parser, run  # noqa: E402
-from analysis.runs import curves, find_runs  # noqa: E402
-from util import atomic_open  # noqa: E402
+from analysis.runs import RULE_SHARES, Run, curves, find_runs, read_metrics, rule_shares  # noqa: E402
+from analysis.seen import TYPE_PREFIX, input_tags_of_key, type_table  # noqa: E402
+from util import HierGenError, atomic_open  # noqa: E402
 
 PANELS_PER_ROW = 4
 COMMITMENT_MARKERS = {"hierarchical": "^", "linear": "v", "uncommitted": "o", "unknown": "s"}
@@ -58,31 +62,57 @@ def trajectories(curves: pd.DataFrame) -> plt.Figure:
     metrics = list(dict.fromkeys(curves["metric"]))
     palette = colors(conditions)
     panels = [(m, c) for m in metrics for c in conditions]
-    ncols = min(len(conditions), PANELS_PER_ROW)
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows), squeeze=False, sharex=True)
+    fig, axes = _grid(len(panels), min(len(conditions), PANELS_PER_ROW))
     first_of_metric: dict[str, plt.Axes] = {}
-    for ax, (metric, condition) in zip(axes.flat, panels):
+    for ax, (metric, condition) in zip(axes, panels):
         if metric in first_of_metric:
             ax.sharey(first_of_metric[metric])
         first_of_metric.setdefault(metric, ax)
         rows = curves[(curves["metric"] == metric) & (curves["condition"] == condition)]
-        _draw_seeds(ax, rows, palette[condition])
+        n_seeds = _draw_seeds(ax, rows, palette[condition])
+        ax.legend(handles=_style_handles(palette[condition], f"seeds (n={n_seeds})"), fontsize=7, loc="best")
         ax.set_title(textwrap.fill(condition, 45), fontsize=9)
-        ax.set_xlabel("step (thousands)")
-        ax.set_ylabel(axis_label(metric), fontsize=8)
-        ax.xaxis.set_tick_params(labelbottom=True)
-        if unit(metric) in ("accuracy", "share of lines"):
-            ax.set_ylim(-0.03, 1.03)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
-    fig.tight_layout()
+        _label_metric_axes(ax, metric)
     return fig
 
 
-def _draw_seeds(ax: plt.Axes, rows: pd.DataFrame, color) -> None:
-    """Thin translucent seed lines, then the median and the interquartile band above them."""
+def metric_panels(curves: pd.DataFrame) -> plt.Figure:
+    """One panel per metric, every condition in its own colour (the long table of analysis.runs.curves)."""
+    conditions = list(curves["condition"].cat.categories)
+    palette = colors(conditions)
+    metrics = list(dict.fromkeys(curves["metric"]))
+    fig, axes = _grid(len(metrics), min(len(metrics), 2), width=6.0, height=4.5)
+    for ax, metric in zip(axes, metrics):
+        seeds = {c: _draw_seeds(ax, rows, palette[c]) for c, rows in
+                 curves[curves["metric"] == metric].groupby("condition", observed=True)}
+        _label_metric_axes(ax, metric)
+    handles = [Patch(color=palette[c], label=f"{textwrap.shorten(c, 50)} (n={n})") for c, n in seeds.items()]
+    handles += _style_handles("grey", "one seed")
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize=8)
+    return fig
+
+
+def _grid(n_panels: int, ncols: int, width: float = 3.8, height: float = 3.0) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A figure of n_panels axes, ncols a row, sharing x; the unused cells hidden."""
+    nrows = math.ceil(n_panels / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
+                             sharex=True, layout="constrained")
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n_panels])
+
+
+def _label_metric_axes(ax: plt.Axes, metric: str) -> None:
+    ax.set_xlabel("step (thousands)")
+    ax.set_ylabel(axis_label(metric), fontsize=8)
+    ax.xaxis.set_tick_params(labelbottom=True)
+    if unit(metric) in ("accuracy", "share of lines"):
+        ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+
+
+def _draw_seeds(ax: plt.Axes, rows: pd.DataFrame, color) -> int:
+    """Thin translucent seed lines, then the median and the interquartile band above them; the seed count."""
     n_seeds = rows["run"].nunique()
     # Fainter lines as seeds multiply, so that 50 of them still show where most runs are.
     alpha = min(0.8, max(0.12, 4 / n_seeds))
@@ -94,10 +124,59 @@ def _draw_seeds(ax: plt.Axes, rows: pd.DataFrame, color) -> None:
     x = q.index.to_numpy(float) / 1000
     ax.fill_between(x, q[0.25], q[0.75], color=color, alpha=0.3, lw=0)
     ax.plot(x, q[0.5], color=color, lw=1.6, path_effects=OUTLINED)
-    ax.legend(handles=[Line2D([], [], color=color, lw=0.6, alpha=max(alpha, 0.5), label=f"seeds (n={n_seeds})"),
-                       Line2D([], [], color=color, lw=1.6, path_effects=OUTLINED, label="median"),
-                       Patch(color=color, alpha=0.3, label="interquartile range")],
-              fontsize=7, loc="best")
+    return n_seeds
+
+
+def _style_handles(color, seed_label: str) -> list:
+    """Legend entries for the three layers of _draw_seeds."""
+    return [Line2D([], [], color=color, lw=0.6, alpha=0.6, label=seed_label),
+            Line2D([], [], color=color, lw=1.6, path_effects=OUTLINED, label="median"),
+            Patch(color=color, alpha=0.3, label="interquartile range")]
+
+
+def run_view(frame: pd.DataFrame, title: str, seen: pd.Series | None = None) -> plt.Figure:
+    """One run: the shares of each rule's answer over training above its accuracy per sentence type.
+
+    `frame` holds the run's logged series by step; `seen` (type key -> bool) marks the types whose
+    input occurred in its training data.
+    """
+    types = [c for c in frame if c.startswith(TYPE_PREFIX + "/")]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 3.2 + max(2.0, 0.13 * len(types))), layout="constrained",
+                                      height_ratios=[3.2, max(2.0, 0.13 * len(types))])
+    x = frame.index.to_numpy(float) / 1000
+    shares = rule_shares(frame)
+    for column, color in zip([*(shares or ()), "test_other"], ["tab:green", "tab:red", "tab:gray"]):
+        if column in frame:
+            top.plot(x, frame[column], color=color, lw=1.4, label=f"{column} (share of lines)")
+    if "test_aux" in frame:
+        top.plot(x, frame["test_aux"], color="black", lw=1.0, ls="--", label="test_aux (accuracy)")
+    top.set(title=title, xlabel="step (thousands)", ylabel="share / accuracy", ylim=(-0.03, 1.03))
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="best")
+    if types:
+        _type_heatmap(fig, bottom, frame[types], seen)
+    else:
+        bottom.set_visible(False)
+    return fig
+
+
+def _type_heatmap(fig: plt.Figure, ax: plt.Axes, acc: pd.DataFrame, seen: pd.Series | None) -> None:
+    """Types x steps of accuracy: seen types first (when known), each group by its final accuracy."""
+    final = acc.ffill().iloc[-1]
+    order = final.sort_values(ascending=False).index
+    if seen is not None:
+        order = sorted(order, key=lambda key: not seen.get(key, False))
+    steps = acc.index.to_numpy(float) / 1000
+    image = ax.imshow(acc[order].to_numpy(float).T, aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                      interpolation="nearest", extent=(steps[0], steps[-1], len(order) - 0.5, -0.5))
+    marked = seen is not None and seen.reindex(order).fillna(False).nunique() > 1
+    labels = [input_tags_of_key(k) + ("  [seen]" if marked and seen.get(k, False) else "") for k in order]
+    ax.set_yticks(range(len(order)), labels, fontsize=max(4.0, min(7.0, 300 / len(order))))
+    ylabel = "sentence type (input tags)"
+    if seen is not None and not marked:
+        ylabel += "\n" + ("all" if seen.reindex(order).fillna(False).all() else "none") + " seen in training"
+    ax.set(xlabel="step (thousands)", ylabel=ylabel)
+    fig.colorbar(image, ax=ax, label="accuracy on the type's lines", fraction=0.04)
 
 
 def outcomes(runs: pd.DataFrame, metric: str = "test_aux", end_evals: int = 5) -> plt.Figure:
@@ -140,19 +219,44 @@ def save(fig: plt.Figure, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(description="Plot metric trajectories of runs, one panel per condition and metric.")
+    parser = Parser(description="Plot the trajectories of runs across seeds, or each run's rule shares "
+                                "and per-type accuracies.")
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or globs of them")
     parser.add_argument("--metric", action="append", help="metric to plot (repeatable; default test_aux)")
-    parser.add_argument("--out", default=os.path.join("analysis", "plot.png"),
-                        help="output PNG (default: ./analysis/plot.png)")
+    parser.add_argument("--per_run", action="store_true",
+                        help="one figure per run: rule shares over training and accuracy per sentence type")
+    parser.add_argument("--data_dir", default=None,
+                        help="--per_run: where the runs' data folders are, to mark seen types "
+                             "(default: as each args.json says)")
+    parser.add_argument("--out", default=None,
+                        help="output PNG (default ./analysis/plot.png); with --per_run a folder (default ./analysis)")
 
     def command():
         args = parser.parse_args(argv)
-        table = curves(find_runs(args.runs), args.metric or ["test_aux"])
-        save(trajectories(table), args.out)
-        print(f"wrote {args.out}")
+        runs = find_runs(args.runs)
+        if args.per_run:
+            if args.metric:
+                raise HierGenError("--metric does not apply to --per_run (it draws the rule shares and types)")
+            out = args.out or "analysis"
+            for run in runs:
+                path = os.path.join(out, f"{os.path.basename(run.path)}_run.png")
+                save(per_run_figure(run, args.data_dir), path)
+                print(f"wrote {path}")
+            return
+        out = args.out or os.path.join("analysis", "plot.png")
+        save(metric_panels(curves(runs, args.metric or ["test_aux"])), out)
+        print(f"wrote {out}")
 
     return run(command)
+
+
+def per_run_figure(run: Run, data_dir: str | None = None) -> plt.Figure:
+    """run_view of a run directory, its seen types marked where its training data can be read."""
+    frame = read_metrics(run, ["test_aux", "test_other", *(c for pair in RULE_SHARES for c in pair), TYPE_PREFIX])
+    if frame.empty:
+        raise HierGenError(f"{run.path}: no evaluation on the generalization set was logged")
+    types = type_table(run.args, data_dir)
+    return run_view(frame, run.name, None if types is None else types["seen"])
 
 
 if __name__ == "__main__":

@@ -24,10 +24,8 @@ from sklearn.mixture import GaussianMixture
 import plot
 from analysis import seen
 from analysis.cli import write_csv
-from analysis.runs import Run, common_steps, find_runs, read_runs, trajectory_rows
+from analysis.runs import RULE_SHARES, Run, common_steps, find_runs, read_runs, rule_shares, trajectory_rows
 
-# (hierarchical, linear) rule shares on the generalization lines: QF, then TI.
-RULE_SHARES = (("test_hierarchical", "test_linear"), ("test_agree_subject", "test_agree_recent"))
 MIN_SEEDS_BIMODALITY = 4  # the dip test is not defined for 3 values or fewer
 
 
@@ -117,7 +115,7 @@ def regime(runs: pd.DataFrame, s: Settings = Settings()) -> str | None:
 def run_row(frame: pd.DataFrame, types: pd.DataFrame | None, s: Settings) -> dict:
     """The runs.csv values of one run from its metrics on its condition's common steps."""
     steps, values = frame.index.to_numpy(float), frame[s.metric].to_numpy(float)
-    shares = next(((h, l) for h, l in RULE_SHARES if h in frame and l in frame), None)
+    shares = rule_shares(frame)
     end_h, end_l = (end_value(frame[c].to_numpy(float), s.end_evals) for c in shares) if shares else (np.nan, np.nan)
     late_tv = late_tv_per_10k(steps, values, s.late_fraction)
     row = {"last_step": int(steps[-1]), f"end_{s.metric}": end_value(values, s.end_evals),

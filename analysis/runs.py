@@ -21,6 +21,9 @@ import pandas as pd
 
 from util import HierGenError
 
+# Shares of each rule's answer on the generalization lines, (hierarchical, linear): QF, then TI
+# (agreeing with the subject is the hierarchical rule, with the most recent noun the linear one).
+RULE_SHARES = (("test_hierarchical", "test_linear"), ("test_agree_subject", "test_agree_recent"))
 NEWLINE = b"\n"
 PARALLEL_FROM = 32  # runs; fewer are read in this process (starting workers costs more)
 # Arguments that say where or how a run was executed, not what it computed.
@@ -189,6 +192,11 @@ def common_steps(frames: dict[str, pd.DataFrame], table: pd.DataFrame, metric: s
             raise HierGenError(f"the runs of condition {condition} share no step at which {metric} was logged")
         aligned.update({name: frames[name].loc[steps] for name in group["run"]})
     return aligned
+
+
+def rule_shares(frame: pd.DataFrame) -> tuple[str, str] | None:
+    """The (hierarchical, linear) share columns a run logged, None when it logged neither pair."""
+    return next(((h, l) for h, l in RULE_SHARES if h in frame and l in frame), None)
 
 
 def read_runs(runs: list[Run], names: list[str], workers: int | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:

@@ -14,12 +14,14 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from data_utils import question, tense
 from data_utils.config import DataConfig
 from data_utils.example import Example
 from data_utils.load import load_task
 from data_utils.registry import REGISTRY, STANDARD
 
 TYPE_PREFIX = "test_aux_type"  # the per-type accuracies of the generalization split
+MARKERS = frozenset(question.MARKERS) | frozenset(tense.MARKERS)
 
 
 def data_config(args: dict, data_dir: str | None = None) -> DataConfig | None:
@@ -61,6 +63,13 @@ def _types(cfg: DataConfig) -> pd.DataFrame:
     seen = {f"{TYPE_PREFIX}/{e.type_tag.replace(chr(9), ' ')}": _input_tags(e) in trained for e in rule_lines}
     table["seen"] = [seen[key] for key in table.index]
     return table.sort_index()
+
+
+def input_tags_of_key(key: str) -> str:
+    """The input tag sequence of a per-type metric key `test_aux_type/<input tags> marker <output tags>`."""
+    words = key.split("/", 1)[1].split(" ")
+    end = next((i for i, w in enumerate(words) if w in MARKERS), len(words))
+    return " ".join(words[:end])
 
 
 def _input_tags(example: Example) -> str:

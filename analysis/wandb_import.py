@@ -1,8 +1,11 @@
 """Import W&B runs: each run of a project (its config and history) becomes a run directory.
 
-    python -m analysis import-wandb ENTITY/PROJECT [--out RUNS_DIR]
+    python -m analysis import-wandb ENTITY/PROJECT [--out RUNS_DIR] [--filter KEY=VALUE ...]
 
-Needs the wandb package and a login (`wandb login`). Each run becomes `RUNS_DIR/{run name}`
+Needs the wandb package and a login (`wandb login`). `--filter` keeps the runs whose W&B field KEY
+equals VALUE (all filters must hold): `config.dataset=question_D50`, `config.lr=0.0001`,
+`state=finished`; a VALUE that is JSON is read as JSON, so `display_name={"$regex": "^qf_"}` is a
+MongoDB-style condition, as W&B's API takes them. Each run becomes `RUNS_DIR/{run name}`
 (`{run name}_{run id}` where two runs share a name) holding `args.json` (the run's config) and
 `metrics.jsonl` (its whole history, unsampled, one event per logged step); then every analysis
 of metrics reads it as it reads this project's own runs.
@@ -18,21 +21,22 @@ from collections import Counter
 from util import HierGenError, atomic_open, atomic_write_text
 
 
-def import_project(project: str, out: str, api=None) -> list[str]:
-    """Write one run directory per W&B run of `project`; the directories written.
+def import_project(project: str, out: str, filters: list[str] = (), api=None) -> list[str]:
+    """Write one run directory per W&B run of `project` that passes `filters`; the directories written.
 
     `api` stands in for `wandb.Api()` (tests pass their own).
     """
     if not re.fullmatch(r"[^/\s]+/[^/\s]+", project):
         raise HierGenError(f"expected ENTITY/PROJECT, got {project!r}")
+    query = parse_filters(filters)
     api = api or _wandb_api()
     try:
-        runs = list(api.runs(project))
+        runs = list(api.runs(project, filters=query))
     except Exception as e:  # noqa: BLE001  (wandb raises many types: not found, no access, network)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise HierGenError(f"cannot list the runs of W&B project {project}: {reason}") from None
     if not runs:
-        raise HierGenError(f"W&B project {project} has no runs")
+        raise HierGenError(f"W&B project {project} has no runs" + (" that pass the filters" if filters else ""))
     counts = Counter(run.name for run in runs)
     written = []
     for run in runs:
@@ -48,6 +52,21 @@ def import_project(project: str, out: str, api=None) -> list[str]:
                     f.write(json.dumps(event) + "\n")
         written.append(path)
     return written
+
+
+def parse_filters(filters: list[str]) -> dict:
+    """`KEY=VALUE` filters as one W&B (MongoDB-style) query in which all of them hold."""
+    conditions = []
+    for text in filters:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise HierGenError(f"--filter {text!r}: expected KEY=VALUE, e.g. config.dataset=question_D50")
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass  # plain text: compared as a string
+        conditions.append({key: value})
+    return {"$and": conditions} if conditions else {}
 
 
 def _event(row: dict) -> dict | None:
@@ -79,8 +98,11 @@ def _wandb_api():
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("project", metavar="ENTITY/PROJECT", help="the W&B project whose runs to import")
     parser.add_argument("--out", default="runs", help="folder that receives the run directories (default: ./runs)")
+    parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="keep the runs whose W&B field KEY equals VALUE (repeatable; all must hold), "
+                             "e.g. config.dataset=question_D50 or state=finished")
 
 
 def command(args: argparse.Namespace) -> None:
-    written = import_project(args.project, args.out)
+    written = import_project(args.project, args.out, args.filter)
     print(f"imported {len(written)} runs into {args.out}")

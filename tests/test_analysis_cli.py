@@ -113,6 +113,26 @@ def test_plot_draws_runs_with_no_other_flag(sweep, tmp_path, monkeypatch, capsys
     assert (tmp_path / "figs" / "two.png").exists()
 
 
+@pytest.mark.slow
+def test_plot_per_run_draws_each_runs_rule_shares_and_types(sweep, tiny_data, tmp_path, capsys):
+    runs = [os.path.join(sweep, "question_seed1"), os.path.join(sweep, "question_D20_seed2")]
+    assert plot.main([*runs, "--per_run", "--data_dir", tiny_data, "--out", str(tmp_path)]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["question_D20_seed2_run.png", "question_seed1_run.png"]
+    assert plot.main([*runs, "--per_run", "--metric", "val_aux", "--out", str(tmp_path / "x")]) == 2
+    assert "--metric does not apply to --per_run" in capsys.readouterr().err
+
+
+def test_the_type_heatmap_lists_seen_types_first_then_by_final_accuracy():
+    keys = [f"test_aux_type/det n_s {k} quest aux_s det n_s" for k in ("a", "b", "c")]
+    frame = pd.DataFrame({"test_aux": [0.2, 0.6], "test_hierarchical": [0.2, 0.6], "test_linear": [0.7, 0.3],
+                          keys[0]: [0.1, 0.2], keys[1]: [0.5, 0.9], keys[2]: [0.3, 0.4]}, index=[0, 1000])
+    fig = plot.run_view(frame, "run", pd.Series({keys[0]: True, keys[1]: False, keys[2]: True}))
+    labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert labels == ["det n_s c  [seen]", "det n_s a  [seen]", "det n_s b"]
+    top = fig.axes[0].get_legend_handles_labels()[1]
+    assert top == ["test_hierarchical (share of lines)", "test_linear (share of lines)", "test_aux (accuracy)"]
+
+
 def bad_input_cases(tmp_path):
     good = write_run(tmp_path / "good", ARGS, evals([0, 10], [0.1, 0.2]))
     no_metrics = write_run(tmp_path / "research", ARGS, None)

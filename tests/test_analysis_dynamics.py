@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.dynamics import (Settings, bimodality, commitment, end_value, late_tv_per_10k, oscillations,
-                               regime, total_variation)
+from analysis.dynamics import (Settings, bimodality, commitment, dynamics, end_value, late_tv_per_10k,
+                               oscillations, regime, total_variation)
+from analysis.runs import find_runs
+from test_analysis_runs import ARGS, write_run
 
 STEPS = np.array([0, 10, 20, 30, 40, 50, 60]) * 1000.0
 VALUES = np.array([0.0, 0.5, 0.2, 0.9, 0.95, 0.05, 1.0])
@@ -108,3 +110,36 @@ def test_regime_thresholds_are_parameters():
     rows = seeds(10, True, ["hierarchical"] * 7 + ["linear"] * 3, seen=0.9, unseen=0.9)
     assert regime(rows) == "unstable"
     assert regime(rows, Settings(regime_share=0.7)) == "hierarchical"
+
+
+def ti_condition(root, lr: float, kind: str, n_seeds: int = 5) -> list[str]:
+    """Run directories of a TI condition whose seeds all follow `kind` over 60 evaluations."""
+    steps = np.arange(60) * 2000
+    rng = np.random.default_rng(int(lr * 1e5))
+    paths = []
+    for seed in range(n_seeds):
+        if kind == "unstable":  # swings between the two rules until the end
+            subject = np.where((np.arange(60) // 7 + seed) % 2 == 0, 0.97, 0.02)
+        else:
+            learned = 1 / (1 + np.exp(-(np.arange(60) - 15 - seed)))
+            subject = learned if kind == "hierarchical" else 0.02 * (1 - learned)
+        recent = 1 - subject - 0.01
+        events = [{"test_aux": s, "test_agree_subject": s, "test_agree_recent": r, "iteration": int(step)}
+                  for s, r, step in zip(subject + rng.normal(0, 1e-4, 60), recent, steps)]
+        args = {**ARGS, "dataset": "tense", "lr": lr, "seed": seed, "data_dir": str(root / "no_data")}
+        paths.append(write_run(root / f"lr{lr}_seed{seed}", args, events))
+    return paths
+
+
+def test_ti_conditions_built_to_each_regime_are_told_apart(tmp_path):
+    """TI's agree-subject answer is the hierarchical rule, agree-recent the linear one."""
+    paths = [*ti_condition(tmp_path, 1e-4, "hierarchical"), *ti_condition(tmp_path, 3e-4, "linear"),
+             *ti_condition(tmp_path, 1e-3, "unstable")]
+    runs, conditions, _ = dynamics(find_runs(paths))
+    assert conditions["condition"].tolist() == ["lr=0.0001", "lr=0.0003", "lr=0.001"]
+    assert conditions["regime"].tolist() == ["hierarchical", "linear", "unstable"]
+    assert conditions["p_hierarchical"].tolist() == [1.0, 0.0, 0.0]
+    assert conditions["p_linear"].tolist() == [0.0, 1.0, 0.0] and conditions["p_uncommitted"].iloc[2] == 1.0
+    unstable = runs[runs["condition"] == "lr=0.001"]
+    assert (unstable["oscillations"] >= 7).all() and not unstable["stable"].any()
+    assert runs["end_seen_acc"].isna().all()  # no data folder: the seen/unseen split is left empty

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -29,9 +30,14 @@ class StandInApi:
     def __init__(self, runs: list[StandInRun]):
         self.listed, self._runs = [], runs
 
-    def runs(self, path: str):
-        self.listed.append(path)
-        return iter(self._runs)
+    def runs(self, path: str, filters: dict | None = None):
+        """W&B evaluates the query on its server; this stand-in knows equality on config and name."""
+        self.listed.append((path, filters))
+        field = {"display_name": lambda run: run.name}
+        conditions = (filters or {}).get("$and", [])
+        return iter([run for run in self._runs if all(
+            field.get(key, lambda r: r.config.get(key.removeprefix("config.")))(run) == value
+            for condition in conditions for key, value in condition.items())])
 
 
 def history(values: list[float]) -> list[dict]:
@@ -60,7 +66,7 @@ def project() -> StandInApi:
 def test_each_wandb_run_becomes_a_run_directory(tmp_path):
     api = project()
     written = import_project("me/hier-genv", str(tmp_path / "runs"), api=api)
-    assert api.listed == ["me/hier-genv"]
+    assert api.listed == [("me/hier-genv", {})]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lr_3e-4_run", "qf_dup_b2", "qf_dup_c3",
                                                                    "qf_seed1"]
     assert len(written) == 4
@@ -94,8 +100,26 @@ def test_reimporting_replaces_the_runs_files(tmp_path):
     assert (runs / "qf_seed1" / "checkpoint_0.pth").read_bytes() == b"x"
 
 
+def test_filters_reach_the_api_as_one_query_and_select_runs(tmp_path, monkeypatch, capsys):
+    api = project()
+    monkeypatch.setattr(wandb_import, "_wandb_api", lambda: api)
+    assert analysis(["import-wandb", "me/hier-genv", "--out", str(tmp_path / "runs"),
+                     "--filter", "config.lr=0.0003", "--filter", "config.dataset=question"]) == 0
+    assert api.listed == [("me/hier-genv", {"$and": [{"config.lr": 0.0003}, {"config.dataset": "question"}]})]
+    assert "imported 1 runs" in capsys.readouterr().out
+    assert os.listdir(tmp_path / "runs") == ["lr_3e-4_run"]
+    assert analysis(["import-wandb", "me/hier-genv", "--out", str(tmp_path / "none"), "--filter", "state=crashed"]) == 2
+    assert "has no runs that pass the filters" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["config.lr", "=3", ""])
+def test_a_filter_that_is_not_key_value_is_refused(text):
+    with pytest.raises(HierGenError, match="expected KEY=VALUE"):
+        wandb_import.parse_filters([text])
+
+
 class Unreachable(StandInApi):
-    def runs(self, path: str):
+    def runs(self, path: str, filters: dict | None = None):
         raise RuntimeError("Could not find project hier-genv\\nmore detail")
 
 
