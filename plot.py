@@ -144,8 +144,8 @@ def run_view(frame: pd.DataFrame, title: str, seen: pd.Series | None = None) -> 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 3.2 + max(2.0, 0.13 * len(types))), layout="constrained",
                                       height_ratios=[3.2, max(2.0, 0.13 * len(types))])
     x = frame.index.to_numpy(float) / 1000
-    shares = rule_shares(frame)
-    for column, color in zip([*(shares or ()), "test_other"], ["tab:green", "tab:red", "tab:gray"]):
+    shares = rule_shares(frame) or ()
+    for column, color in [*zip(shares, ["tab:green", "tab:red"]), ("test_other", "tab:gray")]:
         if column in frame:
             top.plot(x, frame[column], color=color, lw=1.4, label=f"{column} (share of lines)")
     if "test_aux" in frame:
@@ -167,8 +167,9 @@ def _type_heatmap(fig: plt.Figure, ax: plt.Axes, acc: pd.DataFrame, seen: pd.Ser
     if seen is not None:
         order = sorted(order, key=lambda key: not seen.get(key, False))
     steps = acc.index.to_numpy(float) / 1000
+    half = np.diff(steps).min() / 2 if len(steps) > 1 else 0.5  # each column centred on its evaluation
     image = ax.imshow(acc[order].to_numpy(float).T, aspect="auto", cmap="viridis", vmin=0, vmax=1,
-                      interpolation="nearest", extent=(steps[0], steps[-1], len(order) - 0.5, -0.5))
+                      interpolation="nearest", extent=(steps[0] - half, steps[-1] + half, len(order) - 0.5, -0.5))
     marked = seen is not None and seen.reindex(order).fillna(False).nunique() > 1
     labels = [input_tags_of_key(k) + ("  [seen]" if marked and seen.get(k, False) else "") for k in order]
     ax.set_yticks(range(len(order)), labels, fontsize=max(4.0, min(7.0, 300 / len(order))))

@@ -49,7 +49,7 @@ def _files_present(cfg: DataConfig) -> bool:
     dataset = REGISTRY[cfg.dataset]
     owners = {dataset.name: dataset, STANDARD[dataset.task]: REGISTRY[STANDARD[dataset.task]]}
     return all(os.path.isfile(os.path.join(d.path(cfg.data_dir, cfg.data_seed), name))
-               for d in owners.values() for name in d.files)
+               for d in owners.values() for name in d.files if name not in d.derived)
 
 
 @lru_cache(maxsize=None)

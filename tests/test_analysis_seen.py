@@ -69,3 +69,9 @@ def test_seen_and_unseen_accuracy_are_line_weighted(data):
     assert acc["seen_acc"].tolist() == pytest.approx([0.9, 1.0])
     # Step 0: (0.0 x 1 + 0.6 x 2) / 3; step 10 lacks the second type: only the first counts.
     assert acc["unseen_acc"].tolist() == pytest.approx([0.4, 0.3])
+
+
+def test_a_released_folder_without_the_type_file_is_read(data):
+    os.remove(os.path.join(data, "question_formation_data", "question.test.type"))
+    types = type_table({"dataset": "question", "data_dir": data})
+    assert types is not None and types.loc[key(TEST[0])].tolist() == [1, True]
