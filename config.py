@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from data_utils.config import DataConfig, add_data_arguments
 from data_utils.registry import check_eval_splits
 from transformer_helpers import DEFAULT_L0_PENALTY, ModelConfig
-from util import HierGenError
+from util import HierGenError, Parser
 
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -62,15 +62,8 @@ class Config:
     args: dict  # every argument as parsed: args.json and the W&B config
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises HierGenError instead of printing usage and exiting."""
-
-    def error(self, message: str):
-        raise HierGenError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(description="Train a transformer LM on question formation or tense inflection.")
+    p = Parser(description="Train a transformer LM on question formation or tense inflection.")
     m = p.add_argument_group("model")
     m.add_argument("--vec_dim", type=int, default=512, help="model width")
     m.add_argument("--n_heads", type=int, default=8, help="attention heads")

@@ -27,10 +27,10 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from analysis.cli import Parser, run  # noqa: E402
+from analysis.cli import run  # noqa: E402
 from analysis.runs import RULE_SHARES, Run, curves, find_runs, read_metrics, rule_shares  # noqa: E402
 from analysis.seen import TYPE_PREFIX, input_tags_of_key, type_table  # noqa: E402
-from util import HierGenError, atomic_open  # noqa: E402
+from util import HierGenError, Parser, atomic_open  # noqa: E402
 
 PANELS_PER_ROW = 4
 COMMITMENT_MARKERS = {"hierarchical": "^", "linear": "v", "uncommitted": "o", "unknown": "s"}

@@ -1,6 +1,7 @@
-"""Small shared helpers: the one user-error type and atomic file writes."""
+"""Small shared helpers: the one user-error type, the argument parser that raises it, atomic file writes."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import tempfile
@@ -13,6 +14,13 @@ class HierGenError(Exception):
     The command line prints its message as one line on stderr and exits with code 2;
     any other exception is a bug.
     """
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises HierGenError (one line, exit code 2) instead of printing its usage."""
+
+    def error(self, message: str):
+        raise HierGenError(message)
 
 
 @contextlib.contextmanager

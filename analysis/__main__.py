@@ -8,7 +8,8 @@ import argparse
 import sys
 
 from analysis import dynamics, wandb_import
-from analysis.cli import Parser, run
+from analysis.cli import run
+from util import Parser
 
 COMMANDS = {"dynamics": dynamics, "import-wandb": wandb_import}
 

@@ -1,7 +1,6 @@
 """The command-line frame of `python -m analysis` and plot.py: one-line errors, atomic outputs."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Callable
@@ -11,13 +10,6 @@ import pandas as pd
 from util import HierGenError, atomic_open
 
 EXIT_USAGE = 2
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that raises HierGenError (one line, exit code 2) instead of printing its usage."""
-
-    def error(self, message: str):
-        raise HierGenError(message)
 
 
 def run(command: Callable[[], None]) -> int:

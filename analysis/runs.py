@@ -64,9 +64,9 @@ def find_runs(patterns: Iterable[str]) -> list[Run]:
 
 def read_args(path: str) -> dict:
     try:
-        with open(os.path.join(path, "args.json")) as f:
+        with open(os.path.join(path, "args.json"), "rb") as f:
             args = json.load(f)
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # not JSON, or not UTF-8 text
         raise HierGenError(f"{path}/args.json is not valid JSON ({e})") from None
     if not isinstance(args, dict):
         raise HierGenError(f"{path}/args.json does not hold an object of arguments")

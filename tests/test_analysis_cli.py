@@ -136,7 +136,10 @@ def test_the_type_heatmap_lists_seen_types_first_then_by_final_accuracy():
 def bad_input_cases(tmp_path):
     good = write_run(tmp_path / "good", ARGS, evals([0, 10], [0.1, 0.2]))
     no_metrics = write_run(tmp_path / "research", ARGS, None)
+    latin1 = write_run(tmp_path / "latin1", ARGS, evals([0, 10], [0.1, 0.2]))
+    open(os.path.join(latin1, "args.json"), "wb").write(b'{"dataset": "qu\xe9stion"}')
     return {
+        "args.json not UTF-8": ([latin1], "args.json is not valid JSON"),
         "no runs": ([str(tmp_path / "empty*")], "no such run directory"),
         "no run folder": ([str(tmp_path / "good" / "..")], "no run directory"),
         "no metrics.jsonl": ([good, no_metrics], "has no metrics.jsonl"),
@@ -144,7 +147,8 @@ def bad_input_cases(tmp_path):
     }
 
 
-@pytest.mark.parametrize("case", ["no runs", "no run folder", "no metrics.jsonl", "metric never logged"])
+@pytest.mark.parametrize("case", ["no runs", "no run folder", "no metrics.jsonl", "metric never logged",
+                                  "args.json not UTF-8"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case):
     argv, message = bad_input_cases(tmp_path)[case]
     out = tmp_path / "out"

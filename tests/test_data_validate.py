@@ -92,3 +92,22 @@ def test_mismatched_type_file_is_rejected(tmp_path):
     bad.write_text("\n".join(GOOD) + "\n")
     (bad.parent / "question.test.type").write_text("det n_s quest\taux_s\n")
     assert generate.main(["--task", "question", "--data_dir", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--task", "nosuch"], "argument --task: invalid choice"),
+    (["--data_seed", "-1"], "--data_seed must be >= 0"),
+    (["--data_seed", "x"], "invalid int value"),
+    (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+])
+def test_generator_flags_are_refused_in_one_line(tmp_path, capsys, flags, message):
+    assert generate.main([*flags, "--data_dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_generator_refuses_a_data_dir_that_is_a_file_before_generating(tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    assert generate.main(["--task", "question", "--data_dir", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
