@@ -28,7 +28,7 @@ GRAMMAR = Grammar(("aux", "vi"), ("aux", "vt"), {
 
 
 def vocabulary_words() -> list[str]:
-    """Every word a QF line can hold (data.md section 9: 68 words + <pad>)."""
+    """Every word a QF line can hold (68 words; the vocabulary adds <pad>)."""
     return [w for words in GRAMMAR.table.values() for w in words] + [".", "?", *MARKERS]
 
 
@@ -158,7 +158,7 @@ def _is_quest(e: Example) -> bool:
     return e.marker == "quest"
 
 
-# Training filters of data.md section 7: flag -> which lines it keeps.
+# The training filters: flag -> which lines it keeps.
 FILTERS = {
     "exclude_identity": _is_quest,
     "train_on_decl_only": lambda e: e.marker == "decl",

@@ -25,7 +25,7 @@ GRAMMAR = Grammar(("vi",), ("vt",), {
     ("vi", None): [v[2] for v in LEX["verb_intrans"]], ("vt", None): [v[2] for v in LEX["verb_trans"]],
 })
 SUBSPLITS = ("rc", "prep", "rc_sbj", "rc_obj")
-# Subject kind of the training filters (data.md section 7), read off input tag[2].
+# Subject kind of the training filters, read off input tag[2].
 SUBJECT_KIND = {"bare": "v", "pp": "simple", "src_i": "rc", "src_t": "rc", "orc": "rc"}
 MIX_KIND = {"bare": "v", "pp": "prep", "src_i": "rc", "src_t": "rc", "orc": "rc"}  # tense_D{k} presets
 
@@ -171,7 +171,7 @@ def subsplit_parser(name: str):
     return parse
 
 
-# Training filters of data.md section 7: flag -> (marker it restricts, subject kinds kept).
+# The training filters: flag -> (marker it restricts, subject kinds kept).
 FILTERS = {
     "include_past_simple": ("PAST", {"simple"}),
     "include_past_simple_verb": ("PAST", {"simple", "v"}),
