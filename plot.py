@@ -83,7 +83,7 @@ def metric_panels(curves: pd.DataFrame) -> plt.Figure:
     metrics = list(dict.fromkeys(curves["metric"]))
     fig, axes = _grid(len(metrics), min(len(metrics), 2), width=6.0, height=4.5)
     for ax, metric in zip(axes, metrics):
-        seeds = {c: _draw_seeds(ax, rows, palette[c]) for c, rows in
+        seeds = {c: _draw_seeds(ax, rows, palette[c], shared_by=len(conditions)) for c, rows in
                  curves[curves["metric"] == metric].groupby("condition", observed=True)}
         _label_metric_axes(ax, metric)
     handles = [Patch(color=palette[c], label=f"{textwrap.shorten(c, 50)} (n={n})") for c, n in seeds.items()]
@@ -111,19 +111,21 @@ def _label_metric_axes(ax: plt.Axes, metric: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _draw_seeds(ax: plt.Axes, rows: pd.DataFrame, color) -> int:
-    """Thin translucent seed lines, then the median and the interquartile band above them; the seed count."""
+def _draw_seeds(ax: plt.Axes, rows: pd.DataFrame, color, shared_by: int = 1) -> int:
+    """Thin translucent seed lines, then the interquartile band and the median above them (above
+    every condition's lines where `shared_by` conditions share the panel); the seed count."""
     n_seeds = rows["run"].nunique()
-    # Fainter lines as seeds multiply, so that 50 of them still show where most runs are.
-    alpha = min(0.8, max(0.12, 4 / n_seeds))
+    # Fainter lines and bands as seeds and conditions multiply, so that 50 seeds of several
+    # conditions still show where most runs are.
+    alpha = min(0.8, max(0.04, 4 / (n_seeds * shared_by)))
     # One collection for all seed lines: drawing 50 separate lines per panel is much slower.
     lines = [np.column_stack([g["step"].to_numpy(float) / 1000, g["value"].to_numpy(float)])
              for _, g in rows.groupby("run", sort=False)]
-    ax.add_collection(LineCollection(lines, colors=[color], linewidths=0.6, alpha=alpha))
+    ax.add_collection(LineCollection(lines, colors=[color], linewidths=0.6, alpha=alpha, zorder=1))
     q = rows.groupby("step")["value"].quantile([0.25, 0.5, 0.75]).unstack()
     x = q.index.to_numpy(float) / 1000
-    ax.fill_between(x, q[0.25], q[0.75], color=color, alpha=0.3, lw=0)
-    ax.plot(x, q[0.5], color=color, lw=1.6, path_effects=OUTLINED)
+    ax.fill_between(x, q[0.25], q[0.75], color=color, alpha=max(0.08, 0.3 / shared_by), lw=0, zorder=2)
+    ax.plot(x, q[0.5], color=color, lw=1.6, path_effects=OUTLINED, zorder=3)
     return n_seeds
 
 
