@@ -127,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def seed_args(args: dict, seed: int) -> dict:
+    """The arguments of `--seeds` run's seed `seed` as its single-seed command line records them:
+    its own seed, run directory `{save_prefix}_seed{N}` and W&B run `{run_name}_seed{N}`."""
+    def own(name):
+        return f"{args[name]}_seed{seed}" if args.get(name) else args.get(name)
+
+    return {**args, "seed": seed, "seeds": "", "save_prefix": own("save_prefix"), "run_name": own("run_name")}
+
+
 def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> Config:
     """Parse and validate the command line; raise HierGenError on anything that cannot work."""
     environ = dict(os.environ if environ is None else environ)

@@ -16,7 +16,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from collate import Batch, collate
-from config import Config
+from config import Config, seed_args
 from data_utils.load import load_task
 from interfaces.language_model import LanguageModelInterface
 from training_utils import Trainer, make_optimizer, make_scheduler, train_runs, training_precision
@@ -26,12 +26,9 @@ from util import HierGenError
 def seed_config(cfg: Config, seed: int) -> Config:
     """The single-seed run of `seed`: its own seed, run directory and W&B run name, recorded as
     that run's command line would record them (so that it can continue as a single-seed run)."""
-    t = cfg.train
-    train = dataclasses.replace(
-        t, seed=seed, seeds=(),
-        save_prefix=f"{t.save_prefix}_seed{seed}" if t.save_prefix else None,
-        run_name=f"{t.run_name}_seed{seed}" if t.run_name else None)
-    args = {**cfg.args, "seed": seed, "seeds": "", "save_prefix": train.save_prefix, "run_name": train.run_name}
+    args = seed_args(cfg.args, seed)
+    train = dataclasses.replace(cfg.train, seed=seed, seeds=(), save_prefix=args["save_prefix"],
+                                run_name=args["run_name"])
     return dataclasses.replace(cfg, train=train, args=args)
 
 

@@ -17,7 +17,7 @@ import torch
 
 from checkpoint import checkpoint_path, checkpoint_steps, latest_checkpoint, save_checkpoint, set_rng_state
 from collate import collate
-from config import Config
+from config import Config, seed_args
 from data_utils.load import TaskData, load_task
 from evaluation import SplitResult, evaluate, make_eval_batches
 from run_logging import RunLogger, metrics_until
@@ -218,8 +218,11 @@ class Trainer:
 
     def _restore(self, path: str, state: dict) -> None:
         """Continue exactly where checkpoint `path` of this run left off."""
-        changed = sorted(k for k in set(state["args"]) | set(self.cfg.args)
-                         if k not in RESUMABLE_CHANGES and state["args"].get(k) != self.cfg.args.get(k))
+        saved = state["args"]
+        if saved.get("seeds"):  # a seed of a --seeds run saved before seeds recorded their own arguments
+            saved = seed_args(saved, saved["seed"])
+        changed = sorted(k for k in set(saved) | set(self.cfg.args)
+                         if k not in RESUMABLE_CHANGES and saved.get(k) != self.cfg.args.get(k))
         if changed:
             raise HierGenError(f"{path}: the run was started with other values of "
                                f"{', '.join('--' + k for k in changed)}; resume it with the same flags")

@@ -99,6 +99,18 @@ def test_a_multi_seed_run_resumes_every_seed(runs, data_dir, tmp_path):
         assert_same_run(copy, os.path.join(runs, f"multi_seed{seed}"))
 
 
+def test_a_seed_recorded_with_the_whole_seed_list_still_resumes(runs, data_dir, tmp_path):
+    """Checkpoints of earlier versions hold the --seeds run's own arguments in each seed."""
+    copy = unfinished_copy(runs, "multi_seed6", tmp_path)
+    path = os.path.join(copy, "checkpoint_3.pth")
+    state = torch.load(path, weights_only=True)
+    state["args"] = {**state["args"], "seeds": "5,6,7", "save_prefix": "multi"}
+    torch.save(state, path)
+    assert train_transformers.main(["--data_dir", data_dir, *COMMON, "--save_dir", str(tmp_path),
+                                    "--seed", "6", "--save_prefix", "multi_seed6", "--resume"]) == 0
+    assert_same_run(copy, os.path.join(runs, "multi_seed6"))
+
+
 def assert_same_run(resumed: str, uninterrupted: str) -> None:
     """The resumed run logged the same events and ended with the same weights (within float noise:
     a single-seed step and a stacked one round differently)."""
