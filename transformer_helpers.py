@@ -19,6 +19,8 @@ DECODER_PREFIX = "trafo.decoder."  # in research LM checkpoints: never-used deco
 GATE_KEY = ".gate."  # head-gate parameters and buffers of the gated LM
 MODES = ("enc_dec", "enc")
 DEFAULT_L0_PENALTY = 0.01
+# 1e10 fp32 weights and their AdamW moments take 160 GB: more than any one machine this runs on.
+MAX_PARAMETERS = 10**10
 StateDict = Mapping[str, torch.Tensor]
 Interface = LanguageModelInterface | Seq2SeqInterface | ClassifierInterface
 
@@ -48,6 +50,10 @@ class ModelConfig:
                 raise HierGenError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.vec_dim % self.n_heads:
             raise HierGenError(f"vec_dim {self.vec_dim} is not divisible by n_heads {self.n_heads}")
+        if self.approx_parameters() > MAX_PARAMETERS:
+            raise HierGenError(f"vec_dim {self.vec_dim}, ff_multiplier {self.ff_multiplier} and the layer counts make "
+                               f"a model of ~{self.approx_parameters():.1e} parameters; at most {MAX_PARAMETERS:.0e} "
+                               "fit a machine's memory with their AdamW state")
         if not 0.0 <= self.dropout < 1.0:
             raise HierGenError(f"dropout must be in [0, 1), got {self.dropout}")
         self._check_family_flags()
@@ -69,6 +75,11 @@ class ModelConfig:
             raise HierGenError(f"--gate_l0_penalty must be a finite number >= 0, got {self.gate_l0_penalty}")
         if self.gate_l0_penalty != DEFAULT_L0_PENALTY and not self.gated_model:
             raise HierGenError("--gate_l0_penalty applies to the gated LM (--gated-model) only")
+
+    def approx_parameters(self) -> int:
+        """The weight matrices' entries: attention (4 d^2) and feed-forward (2 ff d^2) per layer."""
+        layers = self.encoder_n_layers + (self.decoder_n_layers if self.not_lm else 0)
+        return layers * (4 + 2 * self.ff_multiplier) * self.vec_dim ** 2
 
     @property
     def family(self) -> str:

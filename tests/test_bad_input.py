@@ -67,6 +67,8 @@ def resume_with(data_dir: str, run_dir: Path, *flags: str) -> list[str]:
     (["--data_dir", "README.md"], "is a file, not a folder"),
     (["--data_dir", ""], "--data_dir is empty"),
     (["--gated-model", "--gate_l0_penalty", "nan"], "--gate_l0_penalty must be a finite number"),
+    (["--encoder_n_layers", str(10**20)], "parameters; at most 1e+10 fit"),
+    (["--ff_multiplier", str(10**20)], "parameters; at most 1e+10 fit"),
 ])
 def test_bad_flag_values_leave_the_run_untouched(data_dir, run_dir, capsys, flags, message):
     before = snapshot(run_dir)
