@@ -9,13 +9,12 @@ import argparse
 import importlib.util
 import math
 import os
-import tempfile
 from dataclasses import dataclass, fields
 
 from data_utils.config import DataConfig, add_data_arguments
 from data_utils.registry import check_eval_splits
 from transformer_helpers import DEFAULT_L0_PENALTY, ModelConfig
-from util import HierGenError, Parser
+from util import HierGenError, Parser, check_folder_can_be_made
 
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -193,7 +192,7 @@ def _check_training_flags(ns: argparse.Namespace) -> None:
         _require(ns.save_prefix not in ("", ".", "..") and os.path.basename(ns.save_prefix) == ns.save_prefix,
                  f"--save_prefix {ns.save_prefix!r} must name one directory inside --save_dir")
     if ns.save_dir is not None:
-        _check_save_dir(ns.save_dir)
+        check_folder_can_be_made(ns.save_dir, "--save_dir")
     if ns.model_load_path and not os.path.isfile(ns.model_load_path):
         raise HierGenError(f"--model_load_path {ns.model_load_path}: no such file (or not a file)")
 
@@ -229,19 +228,6 @@ def _eval_keys(text: str, dataset: str) -> tuple[str, ...]:
         raise HierGenError(f"--eval_keys lists a split twice: {text}")
     check_eval_splits(dataset, list(keys))
     return keys
-
-
-def _check_save_dir(save_dir: str) -> None:
-    """Refuse a --save_dir that cannot be created, before anything runs: try making a folder in
-    its nearest existing ancestor (permission bits alone say nothing to root or read-only disks)."""
-    existing = os.path.abspath(save_dir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    _require(os.path.isdir(existing), f"--save_dir {save_dir} cannot be created: {existing} is a file")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".hier_gen_probe", dir=existing))
-    except OSError as e:
-        raise HierGenError(f"--save_dir {save_dir} cannot be created: {e.strerror}") from None
 
 
 def _device_name(device: str, gpu_id: int) -> str:

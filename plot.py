@@ -30,7 +30,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from analysis.cli import run  # noqa: E402
 from analysis.runs import RULE_SHARES, Run, curves, find_runs, read_metrics, rule_shares  # noqa: E402
 from analysis.seen import TYPE_PREFIX, input_tags_of_key, type_table  # noqa: E402
-from util import HierGenError, Parser, atomic_open  # noqa: E402
+from util import HierGenError, Parser, atomic_open, check_folder_can_be_made  # noqa: E402
 
 PANELS_PER_ROW = 4
 COMMITMENT_MARKERS = {"hierarchical": "^", "linear": "v", "uncommitted": "o", "unknown": "s"}
@@ -241,12 +241,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.metric:
                 raise HierGenError("--metric does not apply to --per_run (it draws the rule shares and types)")
             out = args.out or "analysis"
+            check_folder_can_be_made(out, "--out")
             for run in runs:
                 path = os.path.join(out, f"{os.path.basename(run.path)}_run.png")
                 save(per_run_figure(run, args.data_dir), path)
                 print(f"wrote {path}")
             return
         out = args.out or os.path.join("analysis", "plot.png")
+        if os.path.isdir(out):
+            raise HierGenError(f"--out {out} is a folder; give the figure's file name (FIG.png)")
+        check_folder_can_be_made(os.path.dirname(out) or ".", "--out")
         save(metric_panels(curves(runs, args.metric or ["test_aux"])), out)
         print(f"wrote {out}")
 

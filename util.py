@@ -23,6 +23,21 @@ class Parser(argparse.ArgumentParser):
         raise HierGenError(message)
 
 
+def check_folder_can_be_made(path: str, flag: str) -> None:
+    """Refuse (HierGenError) a folder that cannot be created or written into, before anything runs:
+    try making a folder in it or its nearest existing ancestor (permission bits alone say nothing
+    to root or on read-only disks)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise HierGenError(f"{flag} {path} cannot be created: {existing} is a file")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".hier_gen_probe", dir=existing))
+    except OSError as e:
+        raise HierGenError(f"{flag} {path} cannot be created: {e.strerror}") from None
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success flush, fsync and rename it over `path`.

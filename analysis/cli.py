@@ -9,7 +9,7 @@ import pandas as pd
 
 from util import HierGenError, atomic_open
 
-EXIT_USAGE = 2
+EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 def run(command: Callable[[], None]) -> int:
@@ -19,6 +19,9 @@ def run(command: Callable[[], None]) -> int:
     except HierGenError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:  # a write that failed midway (disk full): the outputs before it are whole
+        print(f"error: {e.filename or 'an output'}: {e.strerror}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

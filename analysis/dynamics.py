@@ -24,6 +24,7 @@ from sklearn.mixture import GaussianMixture
 import plot
 from analysis import seen
 from analysis.cli import write_csv
+from util import check_folder_can_be_made
 from analysis.runs import RULE_SHARES, Run, common_steps, find_runs, read_runs, rule_shares, trajectory_rows
 
 MIN_SEEDS_BIMODALITY = 4  # the dip test is not defined for 3 values or fewer
@@ -185,6 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> None:
     """Compute everything, then write runs.csv, conditions.csv and the two figures; print a summary."""
     s = Settings(metric=args.metric)
+    check_folder_can_be_made(args.out, "--out")
     per_run, per_condition, curves = dynamics(find_runs(args.runs), s, args.data_dir)
     write_csv(per_run, os.path.join(args.out, "runs.csv"))
     write_csv(per_condition, os.path.join(args.out, "conditions.csv"))

@@ -18,7 +18,7 @@ import os
 import re
 from collections import Counter
 
-from util import HierGenError, atomic_open, atomic_write_text
+from util import HierGenError, atomic_open, atomic_write_text, check_folder_can_be_made
 
 
 def import_project(project: str, out: str, filters: list[str] = (), api=None) -> list[str]:
@@ -29,6 +29,7 @@ def import_project(project: str, out: str, filters: list[str] = (), api=None) ->
     if not re.fullmatch(r"[^/\s]+/[^/\s]+", project):
         raise HierGenError(f"expected ENTITY/PROJECT, got {project!r}")
     query = parse_filters(filters)
+    check_folder_can_be_made(out, "--out")
     api = api or _wandb_api()
     try:
         runs = list(api.runs(project, filters=query))

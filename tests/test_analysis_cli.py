@@ -161,6 +161,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case)
     assert capsys.readouterr().err.count("\n") == 1 and not figure.exists()
 
 
+def test_outputs_that_cannot_be_written_are_refused_before_reading(tmp_path, capsys):
+    run = write_run(tmp_path / "good", ARGS, evals([0, 10], [0.1, 0.2]))
+    (tmp_path / "file").write_text("mine")
+    for command, message in [(lambda: analysis(["dynamics", run, "--out", str(tmp_path / "file")]), "is a file"),
+                             (lambda: analysis(["dynamics", run, "--out", "/proc/hier_gen"]), "cannot be created"),
+                             (lambda: plot.main([run, "--out", str(tmp_path)]), "is a folder"),
+                             (lambda: plot.main([run, "--out", str(tmp_path / "file" / "fig.png")]), "is a file"),
+                             (lambda: plot.main([run, "--per_run", "--out", str(tmp_path / "file")]), "is a file")]:
+        code, err = command(), capsys.readouterr().err
+        assert code == 2 and err.startswith("error: --out ") and err.count("\n") == 1 and message in err, err
+    assert sorted(os.listdir(tmp_path)) == ["file", "good"] and (tmp_path / "file").read_text() == "mine"
+
+
 def test_the_command_line_prints_one_line_without_traceback(tmp_path, capsys):
     for argv in (["-m", "analysis", "dynamics", str(tmp_path / "none")], ["plot.py", str(tmp_path / "none")]):
         result = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True)

@@ -149,3 +149,11 @@ def test_the_command_uses_wandb_and_says_how_to_get_it(tmp_path, monkeypatch, ca
 def test_analysis_and_plot_do_not_import_wandb():
     code = "import sys, plot, analysis.__main__; assert 'wandb' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_before_asking_wandb(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    api = project()
+    with pytest.raises(HierGenError, match="--out .* cannot be created: .* is a file"):
+        import_project("me/hier-genv", str(tmp_path / "file" / "runs"), api=api)
+    assert api.listed == [] and (tmp_path / "file").read_text() == "mine"
