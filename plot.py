@@ -10,7 +10,6 @@ its accuracy per sentence type (type x step heatmap), into `{out}/{run}_run.png`
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
