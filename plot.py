@@ -26,10 +26,9 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from analysis.cli import run  # noqa: E402
 from analysis.runs import RULE_SHARES, Run, curves, find_runs, read_metrics, rule_shares  # noqa: E402
 from analysis.seen import TYPE_PREFIX, input_tags_of_key, type_table  # noqa: E402
-from util import HierGenError, Parser, atomic_open, check_folder_can_be_made  # noqa: E402
+from util import HierGenError, Parser, atomic_open, check_folder_can_be_made, run_command  # noqa: E402
 
 PANELS_PER_ROW = 4
 COMMITMENT_MARKERS = {"hierarchical": "^", "linear": "v", "uncommitted": "o", "unknown": "s"}
@@ -253,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         save(metric_panels(curves(runs, args.metric or ["test_aux"])), out)
         print(f"wrote {out}")
 
-    return run(command)
+    return run_command(command)
 
 
 def per_run_figure(run: Run, data_dir: str | None = None) -> plt.Figure:

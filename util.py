@@ -1,11 +1,13 @@
-"""Small shared helpers: the one user-error type, the argument parser that raises it, atomic file writes."""
+"""Small shared helpers: the one user-error type, the argument parser that raises it and the exit
+code it becomes, atomic file writes."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
+import sys
 import tempfile
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 
 class HierGenError(Exception):
@@ -14,6 +16,20 @@ class HierGenError(Exception):
     The command line prints its message as one line on stderr and exits with code 2;
     any other exception is a bug.
     """
+
+
+def run_command(command: Callable[[], None]) -> int:
+    """The exit code of a command: 2 with one `error:` line for a user error, 1 with one line for a
+    file that could not be written midway (disk full; what was written before it is whole), else 0."""
+    try:
+        command()
+    except HierGenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename or 'an output'}: {e.strerror}", file=sys.stderr)
+        return 1
+    return 0
 
 
 class Parser(argparse.ArgumentParser):

@@ -8,8 +8,7 @@ import argparse
 import sys
 
 from analysis import dynamics, wandb_import
-from analysis.cli import run
-from util import Parser
+from util import Parser, run_command
 
 COMMANDS = {"dynamics": dynamics, "import-wandb": wandb_import}
 
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         COMMANDS[args.name].command(args)
 
-    return run(command)
+    return run_command(command)
 
 
 if __name__ == "__main__":

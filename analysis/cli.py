@@ -1,28 +1,11 @@
-"""The command-line frame of `python -m analysis` and plot.py: one-line errors, atomic outputs."""
+"""Outputs of `python -m analysis` and plot.py: CSV tables, written atomically."""
 from __future__ import annotations
 
 import os
-import sys
-from typing import Callable
 
 import pandas as pd
 
-from util import HierGenError, atomic_open
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
-
-
-def run(command: Callable[[], None]) -> int:
-    """Run a command; a user error prints `error: ...` as one line on stderr and returns 2."""
-    try:
-        command()
-    except HierGenError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:  # a write that failed midway (disk full): the outputs before it are whole
-        print(f"error: {e.filename or 'an output'}: {e.strerror}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+from util import atomic_open
 
 
 def write_csv(table: pd.DataFrame, path: str) -> None:

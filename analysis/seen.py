@@ -7,7 +7,6 @@ unseen; a memorizing model then scores differently on the two groups.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import fields
 from functools import lru_cache
 
@@ -18,7 +17,7 @@ from data_utils import question, tense
 from data_utils.config import DataConfig
 from data_utils.example import Example
 from data_utils.load import load_task
-from data_utils.registry import REGISTRY, STANDARD
+from data_utils.registry import REGISTRY, dataset_folders, missing_files
 
 TYPE_PREFIX = "test_aux_type"  # the per-type accuracies of the generalization split
 MARKERS = frozenset(question.MARKERS) | frozenset(tense.MARKERS)
@@ -46,10 +45,7 @@ def type_table(args: dict, data_dir: str | None = None) -> pd.DataFrame | None:
 
 def _files_present(cfg: DataConfig) -> bool:
     """Whether every file the loader would otherwise generate exists."""
-    dataset = REGISTRY[cfg.dataset]
-    owners = {dataset.name: dataset, STANDARD[dataset.task]: REGISTRY[STANDARD[dataset.task]]}
-    return all(os.path.isfile(os.path.join(d.path(cfg.data_dir, cfg.data_seed), name))
-               for d in owners.values() for name in d.files if name not in d.derived)
+    return not any(missing_files(d.path(cfg.data_dir, cfg.data_seed), d) for d in dataset_folders(cfg.dataset))
 
 
 @lru_cache(maxsize=None)

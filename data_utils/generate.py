@@ -11,7 +11,7 @@ import time
 from data_utils.config import DataConfig
 from data_utils.load import validate_dataset
 from data_utils.registry import REGISTRY, ensure_generated
-from util import HierGenError, Parser
+from util import Parser, run_command
 
 TASK_DATASETS = {"question": ["question"], "tense": ["tense"], "all": ["question", "tense"]}
 
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"also generate this variant (repeatable); one of: {', '.join(REGISTRY)}")
     parser.add_argument("--data_dir", default="data_utils", help="folder that receives the dataset folders")
     parser.add_argument("--data_seed", type=int, default=0, help="seed of the generated data (N > 0 adds _seed{N})")
-    try:
+
+    def command():
         args = parser.parse_args(argv)
         start = time.perf_counter()
         configs = [DataConfig(dataset=name, data_dir=args.data_dir, data_seed=args.data_seed)
@@ -37,10 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             counts = validate_dataset(cfg)
             print(f"{cfg.dataset}: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
         print(f"data in {args.data_dir} ready ({time.perf_counter() - start:.1f} s)")
-    except HierGenError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(command)
 
 
 if __name__ == "__main__":

@@ -112,18 +112,29 @@ def check_eval_splits(name: str, splits: list[str]) -> None:
             raise HierGenError(f"unknown eval split {split!r} for {task}; valid: {', '.join(valid)}")
 
 
+def dataset_folders(name: str) -> list[Dataset]:
+    """The datasets whose folders dataset `name` reads: its task's standard one, then its own."""
+    dataset = get_dataset(name)
+    standard = REGISTRY[STANDARD[dataset.task]]
+    return [standard] if dataset is standard else [standard, dataset]
+
+
+def missing_files(folder: str, dataset: Dataset) -> list[str]:
+    """The files of `dataset` that `folder` lacks, derived ones (which follow from the others) aside."""
+    return [f for f in dataset.files if f not in dataset.derived and not os.path.exists(os.path.join(folder, f))]
+
+
 def ensure_generated(data_dir: str, name: str, data_seed: int = 0) -> None:
     """Generate the folders of dataset `name` (and of its task's standard dataset) that do not
     exist; refuse a folder that holds some of a dataset's files but not all of them."""
-    dataset = get_dataset(name)
-    standard = REGISTRY[STANDARD[dataset.task]]
-    for d in [standard] if dataset is standard else [standard, dataset]:
+    standard = dataset_folders(name)[0]
+    for d in dataset_folders(name):
         folder = d.path(data_dir, data_seed)
         present = [f for f in d.files if os.path.exists(os.path.join(folder, f))]
         if not present:
             write_folder(folder, d.build(data_seed, standard.path(data_dir, data_seed)))
             continue
-        missing = [f for f in d.files if f not in present and f not in d.derived]
+        missing = missing_files(folder, d)
         if missing:
             raise HierGenError(f"{folder} holds {', '.join(present)} but not {', '.join(missing)}: add the "
                                "missing files, or move the folder away to have the whole dataset generated")
