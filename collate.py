@@ -11,25 +11,16 @@ IGNORE = -100  # target value of padding, skipped by cross-entropy
 
 
 @dataclass
-class Batch:
-    """A padded batch. inputs/targets are [B, T]; T = longest sequence - 1.
-
-    eval_candidates is a [B, n_classes] mask of the tokens the task-accuracy argmax may pick;
-    eval_answers[:, r] is the token rule `answer_names[r]` predicts (-1 where it says nothing).
-    """
+class TokenBatch:
+    """What the LM objective trains on: inputs/targets [B, T] (T = longest sequence - 1), the
+    real lengths [B] and the prefix lengths [B] (input words; the marker follows them)."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     lengths: torch.Tensor
     prefix_len: torch.Tensor
-    eval_pos: torch.Tensor
-    eval_gold: torch.Tensor
-    eval_candidates: torch.Tensor
-    eval_answers: torch.Tensor
-    answer_names: tuple[str, ...] = ()
-    type_tags: tuple[str | None, ...] = ()
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> "TokenBatch":
         """The batch on `device`. A copy to a GPU goes through pinned memory: from ordinary
         memory, CUDA waits for the GPU to finish its queued work first, a host sync per step."""
         pin = torch.device(device).type == "cuda"
@@ -40,11 +31,22 @@ class Batch:
                 moved[f.name] = (value.pin_memory() if pin else value).to(device, non_blocking=True)
         return replace(self, **moved)
 
-    @property
-    def padding_mask(self) -> torch.Tensor:
-        """[B, T] True at padded input positions."""
-        positions = torch.arange(self.inputs.shape[1], device=self.inputs.device)
-        return positions[None, :] >= self.lengths[:, None]
+
+@dataclass
+class Batch(TokenBatch):
+    """A padded batch of lines with what evaluation reads: per line, the input position whose
+    logits decide the task (`eval_pos`, -1: none) and the gold token there.
+
+    eval_candidates is a [B, n_classes] mask of the tokens the task-accuracy argmax may pick;
+    eval_answers[:, r] is the token rule `answer_names[r]` predicts (-1 where it says nothing).
+    """
+
+    eval_pos: torch.Tensor
+    eval_gold: torch.Tensor
+    eval_candidates: torch.Tensor
+    eval_answers: torch.Tensor
+    answer_names: tuple[str, ...] = ()
+    type_tags: tuple[str | None, ...] = ()
 
 
 def collate(seqs: list[Sequence], n_classes: int, pad_id: int = 0) -> Batch:

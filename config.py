@@ -6,6 +6,8 @@ SLURM scripts); the rest of the code receives a Config and never reads argparse 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -13,7 +15,8 @@ from dataclasses import dataclass, fields
 
 from data_utils.config import DataConfig, add_data_arguments
 from data_utils.registry import check_eval_splits
-from transformer_helpers import DEFAULT_L0_PENALTY, ModelConfig
+from interfaces.objective import DEFAULT_L0_PENALTY, ObjectiveConfig
+from transformer_helpers import ModelConfig
 from util import HierGenError, Parser, check_folder_can_be_made
 
 WANDB_MODES = ("online", "offline", "disabled")
@@ -35,8 +38,6 @@ class TrainConfig:
     continue_lr: bool
     model_load_path: str
     resume: bool
-    is_prefix_lm: bool
-    label_smoothing: float
     callback: bool
     eval_keys: tuple[str, ...]
     eval_every: int
@@ -50,15 +51,26 @@ class TrainConfig:
     run_name: str | None
     wandb_mode: str
     wandb_entity: str | None
-    slurm_job_id: str | None
+    slurm_job_id: str | None  # from the environment, not a flag
 
 
 @dataclass(frozen=True)
 class Config:
     data: DataConfig
     model: ModelConfig
+    objective: ObjectiveConfig
     train: TrainConfig
-    args: dict  # every argument as parsed: args.json and the W&B config
+
+    @property
+    def args(self) -> dict:
+        """Every flag under its argparse name, as the command line of exactly this run would give it:
+        args.json, the W&B config and what a resumed run is compared with."""
+        t = dataclasses.asdict(self.train)
+        t.update(seeds=",".join(map(str, self.train.seeds)), eval_keys=",".join(self.train.eval_keys),
+                 gpu_id=int(self.train.device.partition(":")[2] or 0))
+        values = {**dataclasses.asdict(self.data), **dataclasses.asdict(self.model),
+                  **dataclasses.asdict(self.objective), **t}
+        return {name: values[name] for name in flag_defaults()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the lr schedule (and step count) of --model_load_path")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in its directory from its latest checkpoint (start it if none)")
-    t.add_argument("--gpu_id", type=int, default=0, help="CUDA device index (with --device auto or cuda)")
+    t.add_argument("--gpu_id", type=int, default=0, help="CUDA device index (with --device auto or cuda; "
+                   "on a machine without CUDA, auto uses the CPU)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--bf16", action="store_true",
                    help="training forward passes under bfloat16 autocast (cuda, cpu); weights, "
@@ -126,31 +139,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def seed_args(args: dict, seed: int) -> dict:
-    """The arguments of `--seeds` run's seed `seed` as its single-seed command line records them:
-    its own seed, run directory `{save_prefix}_seed{N}` and W&B run `{run_name}_seed{N}`."""
-    def own(name):
-        return f"{args[name]}_seed{seed}" if args.get(name) else args.get(name)
-
-    return {**args, "seed": seed, "seeds": "", "save_prefix": own("save_prefix"), "run_name": own("run_name")}
+@functools.cache
+def flag_defaults() -> dict:
+    """Every flag's argparse name and default, in the order of `--help`."""
+    return vars(build_parser().parse_args([]))
 
 
 def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> Config:
-    """Parse and validate the command line; raise HierGenError on anything that cannot work."""
-    environ = dict(os.environ if environ is None else environ)
+    """Parse and validate the command line of a run on this machine; raise HierGenError on anything
+    that cannot work (flags, their combinations, the device, folders and files named)."""
     ns = build_parser().parse_args(argv)
+    cfg = config_from_args(vars(ns), environ, device=_device_name(ns.device, ns.gpu_id))
+    if ns.save_dir is not None:
+        check_folder_can_be_made(ns.save_dir, "--save_dir")
+    if ns.model_load_path and not os.path.isfile(ns.model_load_path):
+        raise HierGenError(f"--model_load_path {ns.model_load_path}: no such file (or not a file)")
+    t = cfg.train
+    if t.run_name and t.wandb_mode != "disabled" and importlib.util.find_spec("wandb") is None:
+        raise HierGenError("--run_name logs to W&B, but wandb is not installed: pip install wandb, "
+                           "or add --wandb_mode disabled")
+    return cfg
+
+
+def config_from_args(args: dict, environ: dict | None = None, device: str | None = None,
+                     source: str = "arguments") -> Config:
+    """The Config of recorded arguments (a parsed command line, args.json, a checkpoint's `args`):
+    missing flags take their defaults; unknown flags and values that cannot work are refused.
+
+    `device` replaces the recorded one, which is not checked against this machine (a run's
+    arguments are read on other machines too). `source` names the arguments in errors.
+    """
+    unknown = sorted(set(args) - set(flag_defaults()))
+    if unknown:
+        raise HierGenError(f"{source}: unknown flags {', '.join('--' + k for k in unknown)}")
+    ns = argparse.Namespace(**{**flag_defaults(), **args})
+    environ = dict(os.environ if environ is None else environ)
     _check_training_flags(ns)
     model = ModelConfig(**{f.name: getattr(ns, f.name) for f in fields(ModelConfig)})
+    objective = ObjectiveConfig(**{f.name: getattr(ns, f.name) for f in fields(ObjectiveConfig)})
+    objective.check(model)
     train = TrainConfig(
         seed=ns.seed, seeds=_seed_list(ns.seeds), batch_size=ns.batch_size, lr=ns.lr, weight_decay=ns.weight_decay,
         num_warmup_steps=ns.num_warmup_steps, max_grad_norm=ns.max_grad_norm,
         no_decay_lr=ns.no_decay_lr, max_train_steps=ns.max_train_steps,
         continue_lr=ns.continue_lr, model_load_path=ns.model_load_path, resume=ns.resume,
-        is_prefix_lm=ns.is_prefix_lm, label_smoothing=ns.label_smoothing, callback=ns.callback,
-        eval_keys=_eval_keys(ns.eval_keys, ns.dataset),
+        callback=ns.callback, eval_keys=_eval_keys(ns.eval_keys, ns.dataset),
         eval_every=ns.eval_every, eval_batch_size=ns.eval_batch_size, save_every=ns.save_every,
         save_dir=ns.save_dir, save_prefix=ns.save_prefix,
-        device=_device_name(ns.device, ns.gpu_id), bf16=ns.bf16, compile=ns.compile,
+        device=device or ns.device, bf16=ns.bf16, compile=ns.compile,
         run_name=ns.run_name,
         wandb_mode=ns.wandb_mode or environ.get("WANDB_MODE") or "online",
         wandb_entity=ns.wandb_entity or environ.get("WANDB_ENTITY"),
@@ -160,19 +196,26 @@ def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> 
         raise HierGenError(f"--bf16 runs on cuda or cpu, not on {train.device}")
     if train.compile and train.seeds:
         raise HierGenError("--compile is for single-seed runs; --seeds trains through torch.func.vmap")
+    if train.seeds and (model.family != "lm" or model.gated_model):
+        raise HierGenError("--seeds trains LMs (plain or prefix) only")
     if train.wandb_mode not in WANDB_MODES:
         raise HierGenError(f"WANDB_MODE={train.wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
-    if train.run_name and train.wandb_mode != "disabled" and importlib.util.find_spec("wandb") is None:
-        raise HierGenError("--run_name logs to W&B, but wandb is not installed: pip install wandb, "
-                           "or add --wandb_mode disabled")
-    return Config(DataConfig.from_namespace(ns), model, train, vars(ns))
+    return Config(DataConfig.from_namespace(ns), model, objective, train)
+
+
+def seed_config(cfg: Config, seed: int) -> Config:
+    """Seed `seed` of a `--seeds` run as its own single-seed run: its seed, run directory
+    `{save_prefix}_seed{N}` and W&B run `{run_name}_seed{N}` (so that it can also continue alone)."""
+    def own(name: str | None) -> str | None:
+        return f"{name}_seed{seed}" if name else name
+
+    t = cfg.train
+    train = dataclasses.replace(t, seed=seed, seeds=(), save_prefix=own(t.save_prefix), run_name=own(t.run_name))
+    return dataclasses.replace(cfg, train=train)
 
 
 def _check_training_flags(ns: argparse.Namespace) -> None:
-    _require(0.0 <= ns.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
     _require(math.isfinite(ns.pos_scale), "--pos_scale must be finite")
-    _require(not ns.is_prefix_lm or not (ns.not_lm or ns.mode == "enc"),
-             "--is_prefix_lm applies to the LM only, not to --not_lm or --mode enc")
     _require(ns.batch_size >= 1, f"--batch_size must be at least 1 (got {ns.batch_size})")
     _require(ns.eval_batch_size >= 1, "--eval_batch_size must be at least 1")
     _require(math.isfinite(ns.lr) and ns.lr >= 0, f"--lr must be a non-negative number (got {ns.lr})")
@@ -186,15 +229,10 @@ def _check_training_flags(ns: argparse.Namespace) -> None:
     _require(ns.save_prefix is None or ns.save_dir is not None, "--save_prefix needs --save_dir")
     _require(not ns.resume or ns.save_dir is not None, "--resume needs --save_dir")
     _check_seed("--seed", ns.seed)
-    _require(ns.gpu_id >= 0, f"--gpu_id must be >= 0 (got {ns.gpu_id})")
     _require(ns.run_name is None or ns.run_name.strip() != "", "--run_name is empty; give a name or leave it out")
     if ns.save_prefix is not None:
         _require(ns.save_prefix not in ("", ".", "..") and os.path.basename(ns.save_prefix) == ns.save_prefix,
                  f"--save_prefix {ns.save_prefix!r} must name one directory inside --save_dir")
-    if ns.save_dir is not None:
-        check_folder_can_be_made(ns.save_dir, "--save_dir")
-    if ns.model_load_path and not os.path.isfile(ns.model_load_path):
-        raise HierGenError(f"--model_load_path {ns.model_load_path}: no such file (or not a file)")
 
 
 def _seed_list(text: str) -> tuple[int, ...]:
@@ -213,7 +251,8 @@ def _seed_list(text: str) -> tuple[int, ...]:
 
 
 def _check_seed(flag: str, seed: int) -> None:
-    """Every generator a seed reaches (NumPy's is the narrowest) takes 0 .. 2^32 - 1."""
+    """The research code seeds NumPy too, which takes 0 .. 2^32 - 1: a run's seed must mean the
+    same there."""
     _require(0 <= seed < 2**32, f"{flag} must be between 0 and {2**32 - 1} (got {seed})")
 
 
@@ -231,16 +270,21 @@ def _eval_keys(text: str, dataset: str) -> tuple[str, ...]:
 
 
 def _device_name(device: str, gpu_id: int) -> str:
-    """Resolve --device/--gpu_id to a torch device string, refusing devices this machine lacks."""
+    """Resolve --device/--gpu_id to a torch device string, refusing devices this machine lacks and
+    a --gpu_id other than 0 that would be ignored."""
     import torch
 
+    _require(gpu_id >= 0, f"--gpu_id must be >= 0 (got {gpu_id})")
     if device == "auto":
         if torch.cuda.is_available():
             device = "cuda"
         elif torch.backends.mps.is_available():
             device = "mps"
         else:
-            return "cpu"
+            device = "cpu"
+    if gpu_id and device != "cuda":
+        raise HierGenError(f"--gpu_id {gpu_id} would be ignored: it picks a CUDA device with --device auto or "
+                           f"cuda, and this run uses {device}")
     if device == "cuda":
         device = f"cuda:{gpu_id}"
     if device.startswith("cuda"):

@@ -21,15 +21,9 @@ EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED = 1, 2, 75
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(argv)
-        # Imported after validation: keeps `--help` and bad flags fast.
-        if cfg.train.seeds:
-            from multi_seed import MultiSeedTrainer
+        from trainer import Trainer  # imported after validation: keeps `--help` and bad flags fast
 
-            MultiSeedTrainer(cfg).run()
-        else:
-            from training_utils import Trainer
-
-            Trainer(cfg).run()
+        Trainer(cfg).run()
     except HierGenError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

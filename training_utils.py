@@ -1,36 +1,29 @@
-"""The training loop: data order, optimiser, schedule, evaluation, checkpoints and logging."""
+"""What a run is made of: its batch order, optimiser, schedule and clipping, its directory, and its
+state (`Run`: model, objective, optimizer, logging, evaluation, checkpoints) with its own training
+step. The loop that drives runs is `trainer.Trainer`."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import random
-import signal
-import subprocess
 import time
 import warnings
-from typing import Callable, Iterator
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from checkpoint import checkpoint_path, checkpoint_steps, latest_checkpoint, save_checkpoint, set_rng_state
+from checkpoint import (check_vocabulary, checkpoint_path, checkpoint_steps, latest_checkpoint, load_checkpoint_file,
+                        load_model_weights, save_checkpoint, set_rng_state)
 from collate import collate
-from config import Config, seed_args
-from data_utils.load import TaskData, load_task
-from evaluation import SplitResult, evaluate, make_eval_batches
+from config import Config, config_from_args, seed_config
+from data_utils.load import TaskData
+from evaluation import evaluate, make_eval_batches
+from interfaces import make_objective
 from run_logging import RunLogger, metrics_until
 from sequence import Sequence, encode
-from transformer_helpers import create_model, create_model_interface, load_checkpoint_file, load_model_weights
-from util import HierGenError, Preempted, RunFailed, atomic_write_text
+from transformer_helpers import create_model
+from util import HierGenError, RunFailed, atomic_write_text
 
-TRAIN_LOG_FLUSH = 100  # training-step metrics are read off the device in chunks, not every step
-# Checkpoint at the next step boundary and exit; on REQUEUE_SIGNAL (SLURM's time-limit warning)
-# also requeue the job. TERM does not requeue: `scancel` must stop a job, and SLURM requeues the
-# jobs it preempts by itself.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-REQUEUE_SIGNAL = signal.SIGUSR1
 RUN_FILES = {"args.json", "metrics.jsonl", "wandb"}  # what a run writes besides its checkpoints
 # Flags that may differ between a run and its resumption: they do not change what is computed
 # (a run directory may move to another --save_dir).
@@ -84,18 +77,40 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-7, fused=True)
 
 
-def make_scheduler(optimizer, num_warmup_steps: int, max_train_steps: int, no_decay_lr: bool):
+def make_scheduler(optimizer, cfg: Config):
     """Linear warmup, then linear decay to 0 at max_train_steps (or constant): as the research code."""
     from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-    if no_decay_lr:
-        return get_constant_schedule_with_warmup(optimizer, num_warmup_steps)
-    return get_linear_schedule_with_warmup(optimizer, num_warmup_steps, max(max_train_steps, 1))
+    t = cfg.train
+    if t.no_decay_lr:
+        return get_constant_schedule_with_warmup(optimizer, t.num_warmup_steps)
+    return get_linear_schedule_with_warmup(optimizer, t.num_warmup_steps, max(t.max_train_steps, 1))
+
+
+def set_scheduled_lr(optimizer: torch.optim.Optimizer, scheduler) -> None:
+    """A schedule's loaded state does not reach its optimizer: set the lr it says for this step."""
+    for group in optimizer.param_groups:
+        group["lr"] = scheduler.get_last_lr()[0]
+
+
+def clip_gradients(grads: list[torch.Tensor], max_norm: float, stacked: bool = False) -> torch.Tensor:
+    """Scale the gradients in place so that their total norm is at most max_norm (when > 0), as
+    `clip_grad_norm_` does; returns the norm before clipping (what is logged).
+
+    With `stacked`, every gradient is [S, ...], S runs' gradients in one tensor (--seeds): each run
+    is clipped by its own norm, and the [S] norms are returned.
+    """
+    per_tensor = [g.flatten(1 if stacked else 0).norm(dim=-1) for g in grads]
+    norms = torch.linalg.vector_norm(torch.stack(per_tensor), dim=0)
+    if max_norm > 0:
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *[1] * (g.ndim - 1)) if stacked else scale)
+    return norms
 
 
 def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
+    """Seed the generator of model initialisation, dropout and head gates (torch's)."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every new tensor with NaN, a debugging aid that costs about 500
@@ -106,6 +121,16 @@ def seed_everything(seed: int) -> None:
 def training_precision(cfg: Config, device: torch.device) -> torch.autocast:
     """The context of training forward passes: bf16 autocast with --bf16, else plain fp32."""
     return torch.autocast(device.type, torch.bfloat16, enabled=cfg.train.bf16)
+
+
+@dataclass
+class StepRecord:
+    """What one training step of one run logs. The values stay on the device until `Run.log_steps`
+    reads a batch of records in one transfer."""
+
+    step: int  # the step count after the update
+    lr: float  # the learning rate the update used
+    values: dict[str, torch.Tensor]  # loss, grad_norm (and the gated LM's l0), 0-d tensors
 
 
 def run_directory(cfg: Config) -> str | None:
@@ -140,51 +165,34 @@ def run_directory(cfg: Config) -> str | None:
     return path
 
 
-class StopRequest:
-    """Records SIGTERM/SIGUSR1 so that the loop can checkpoint at the next step boundary."""
+class Run:
+    """One run (one seed): its model, objective, optimizer, schedule and batch order, and what it
+    writes (run directory, metrics, W&B run, checkpoints). Built from a Config, everything that
+    can be refused is checked here, before any file is written; `--resume` restores its state."""
 
-    def __init__(self):
-        self.signum: int | None = None
-        self.previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
-
-    def _handle(self, signum, frame) -> None:
-        self.signum = signum
-
-    def restore(self) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
-class Trainer:
-    """One run: built from a Config (everything that can be refused is checked here, before any
-    file is written), then `run()`."""
-
-    def __init__(self, cfg: Config, task: TaskData | None = None):
-        self.cfg = cfg
+    def __init__(self, cfg: Config, task: TaskData):
+        self.cfg, self.task = cfg, task
         t = cfg.train
         self.run_dir = run_directory(cfg)
         resumed = latest_checkpoint(self.run_dir) if t.resume and os.path.isdir(self.run_dir) else None
         loaded = load_checkpoint_file(t.model_load_path) if t.model_load_path and not resumed else None
-        self.task = task or load_task(cfg.data, list(t.eval_keys))
         self.device = torch.device(t.device)
         seed_everything(t.seed)
-        self.model = create_model(cfg.model, len(self.task.vocab))
+        self.model = create_model(cfg.model, len(task.vocab))
         if loaded is not None:
+            check_vocabulary(loaded, task.vocab, t.model_load_path)
             load_model_weights(self.model, loaded, t.model_load_path)
-            self._check_vocab(loaded, t.model_load_path)
         self.model.to(self.device)
         if t.compile:
             self.model.compile()  # in place: the state-dict keys stay those of the plain model
-        self.interface = create_model_interface(self.model, is_prefix_lm=t.is_prefix_lm,
-                                                label_smoothing=t.label_smoothing,
-                                                gate_l0_penalty=cfg.model.gate_l0_penalty)
+        self.objective = make_objective(cfg.model, self.model, cfg.objective)
         self.optimizer = make_optimizer(self.model, t.lr, t.weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, t.num_warmup_steps, t.max_train_steps, t.no_decay_lr)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
         self.step = self._continue_lr(loaded) if t.continue_lr and loaded is not None else 0
-        self.train_seqs: list[Sequence] = [encode(e, self.task.vocab) for e in self.task.train]
+        self.train_seqs: list[Sequence] = [encode(e, task.vocab) for e in task.train]
         self.sampler = EpochSampler(len(self.train_seqs), t.batch_size, t.seed)
-        self.eval_batches = {split: make_eval_batches(examples, self.task.vocab, t.eval_batch_size)
-                             for split, examples in self.task.eval.items()}
+        self.eval_batches = {split: make_eval_batches(examples, task.vocab, t.eval_batch_size)
+                             for split, examples in task.eval.items()}
         self.best: dict[str, float] = {}
         self.wandb_id: str | None = None
         self.resumed = resumed is not None
@@ -192,12 +200,8 @@ class Trainer:
             self._restore(*resumed)
         # Events after the checkpoint we resume from are logged again by this run.
         self.kept_metrics = metrics_until(self._metrics_path(), self.step) if self.resumed else ""
-
-    def _check_vocab(self, loaded: dict, path: str) -> None:
-        saved = loaded.get("vocab")
-        if saved is not None and list(saved) != self.task.vocab.words:
-            raise HierGenError(f"{path}: checkpoint vocabulary differs from the vocabulary of "
-                               f"dataset {self.cfg.data.dataset}")
+        self.logger: RunLogger | None = None
+        self.pending: list[StepRecord] = []  # steps not yet logged
 
     def _continue_lr(self, loaded: dict) -> int:
         """Start the schedule (and the step count) where the loaded checkpoint left it."""
@@ -218,15 +222,15 @@ class Trainer:
 
     def _restore(self, path: str, state: dict) -> None:
         """Continue exactly where checkpoint `path` of this run left off."""
-        saved = state["args"]
-        if saved.get("seeds"):  # a seed of a --seeds run saved before seeds recorded their own arguments
-            saved = seed_args(saved, saved["seed"])
-        changed = sorted(k for k in set(saved) | set(self.cfg.args)
-                         if k not in RESUMABLE_CHANGES and saved.get(k) != self.cfg.args.get(k))
+        saved = config_from_args(state["args"], {}, source=f"{path}: saved arguments")
+        if saved.train.seeds:  # a seed of a --seeds run saved before seeds recorded their own arguments
+            saved = seed_config(saved, saved.train.seed)
+        changed = [k for k, value in self.cfg.args.items()
+                   if k not in RESUMABLE_CHANGES and saved.args[k] != value]
         if changed:
             raise HierGenError(f"{path}: the run was started with other values of "
                                f"{', '.join('--' + k for k in changed)}; resume it with the same flags")
-        self._check_vocab(state, path)
+        check_vocabulary(state, self.task.vocab, path)
         load_model_weights(self.model, state, path)
         self.optimizer.load_state_dict(state["optimizer_state_dict"])
         self.scheduler.load_state_dict(state["scheduler_state_dict"])
@@ -235,76 +239,78 @@ class Trainer:
         self.step, self.best, self.wandb_id = state["step"], dict(state["best"]), state["wandb_id"]
         print(f"resuming {self.run_dir} from step {self.step}", flush=True)
 
-    def run(self) -> dict[str, float]:
-        """Train to max_train_steps; return the metrics of the last evaluation (see `train_runs`)."""
-        self.model.train()
-        return train_runs([self], lambda: [self._train_step()])
+    def _metrics_path(self) -> str:
+        return os.path.join(self.run_dir, "metrics.jsonl")
 
-    def open_run(self) -> RunLogger:
+    def open(self) -> None:
         """Create (or, resuming, tidy) the run directory and start logging."""
         if self.run_dir:
             os.makedirs(self.run_dir, exist_ok=True)
             atomic_write_text(self._metrics_path(), self.kept_metrics)
             atomic_write_text(os.path.join(self.run_dir, "args.json"), json.dumps(self.cfg.args, indent=4))
-        logger = RunLogger(self.cfg, self.run_dir, self.task.wandb_project, self.step, self.wandb_id)
-        self.wandb_id = logger.wandb_id
-        return logger
+        self.logger = RunLogger(self.cfg, self.run_dir, self.task.wandb_project, self.step, self.wandb_id)
+        self.wandb_id = self.logger.wandb_id
 
-    def _metrics_path(self) -> str:
-        return os.path.join(self.run_dir, "metrics.jsonl")
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
 
-    def _train_step(self) -> tuple[int, float, dict[str, torch.Tensor]]:
-        """One update; returns (step, lr used, device tensors to log) without a host sync."""
-        batch = collate([self.train_seqs[i] for i in self.sampler.next_indices()],
-                        len(self.task.vocab) + 2).to(self.device)
+    def next_batch(self) -> list[Sequence]:
+        return [self.train_seqs[i] for i in self.sampler.next_indices()]
+
+    def train_step(self) -> StepRecord:
+        """One update: forward, backward, clipping, AdamW, schedule; no host sync."""
+        batch = collate(self.next_batch(), len(self.task.vocab) + 2).to(self.device)
         lr = self.scheduler.get_last_lr()[0]
         with training_precision(self.cfg, self.device):
-            out = self.interface(batch)
+            out = self.objective(batch)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        logged = {"loss": out.loss.detach(),
-                  "grad_norm": clipped_step(self.optimizer, self.model, self.cfg.train.max_grad_norm)}
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        values = {"loss": out.loss.detach(), "grad_norm": clip_gradients(grads, self.cfg.train.max_grad_norm)}
         if out.l0 is not None:
-            logged["l0"] = out.l0
+            values["l0"] = out.l0
+        self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return self.step, lr, logged
+        return StepRecord(self.step, lr, values)
 
-    def flush_train_log(self, logger: RunLogger, pending: list) -> None:
+    def log_steps(self) -> None:
         """Read the pending steps' values off the device in one transfer and log them in order.
 
         Checking here rather than every step keeps the GPU free of host syncs; a non-finite value
         stops the run before the next checkpoint could save damaged weights.
         """
-        if not pending:
+        if not self.pending:
             return
-        names = list(pending[0][2])
-        values = torch.stack([torch.stack([logged[n] for n in names]) for _, _, logged in pending]).tolist()
-        for (step, lr, _), row in zip(pending, values):
+        names = list(self.pending[0].values)
+        rows = torch.stack([torch.stack([r.values[n] for n in names]) for r in self.pending]).tolist()
+        for record, row in zip(self.pending, rows):
             bad = [name for name, value in zip(names, row) if not math.isfinite(value)]
             if bad:
-                logger.flush()
-                raise RunFailed(f"non-finite {' and '.join(bad)} at step {step}; stopping "
+                self.logger.flush()
+                raise RunFailed(f"non-finite {' and '.join(bad)} at step {record.step}; stopping "
                                 f"({kept_checkpoint(self.run_dir)})")
-            logger.log({**dict(zip(names, row)), "lr": lr, "iteration": step}, step)
-        logger.progress(pending[-1][0], values[-1][0])
-        pending.clear()
+            self.logger.log({**dict(zip(names, row)), "lr": record.lr, "iteration": record.step}, record.step)
+        self.logger.progress(self.pending[-1].step, rows[-1][0])
+        self.pending.clear()
 
-    def evaluate_and_log(self, logger: RunLogger) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate every split, log the metrics and print their summary line."""
         metrics: dict[str, float] = {}
         for split, batches in self.eval_batches.items():
-            result: SplitResult = evaluate(self.interface, batches, self.device)
+            result = evaluate(self.objective, batches, self.device)
             self.best[split] = min(self.best.get(split, float("inf")), result.loss)
             metrics.update(result.metrics(split, self.cfg.train.callback))
             metrics[f"best/{split}"] = self.best[split]
         metrics["iteration"] = self.step
-        logger.log(metrics, self.step)
+        self.logger.log(metrics, self.step)
         _print_summary(self.step, metrics)
         return metrics
 
-    def save(self, logger: RunLogger) -> None:
+    def save(self) -> None:
         """Make the logged events durable, then write the checkpoint (atomically)."""
-        logger.flush(durable=True)
+        self.logger.flush(durable=True)
         if not self.run_dir:
             return
         save_checkpoint(checkpoint_path(self.run_dir, self.step), model=self.model,
@@ -312,97 +318,12 @@ class Trainer:
                         sampler_state=self.sampler.state_dict(), best=self.best,
                         wandb_id=self.wandb_id, vocab_words=self.task.vocab.words, args=self.cfg.args)
 
-    def preempt(self, signum: int) -> None:
-        """After the checkpoint: on SIGUSR1 under SLURM requeue this job (it resumes with --resume)."""
-        job = self.cfg.train.slurm_job_id
-        if job and signum == REQUEUE_SIGNAL:
-            requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-            if requeued.returncode != 0:
-                print(f"warning: scontrol requeue {job} failed: {requeued.stderr.strip()}", flush=True)
-        raise Preempted(f"stopped by {signal.Signals(signum).name} at step {self.step}; checkpoint saved"
-                        + (f" in {self.run_dir}, continue with --resume" if self.run_dir else ""))
-
-
-def train_runs(trainers: list[Trainer], train_step: Callable[[], list[tuple]],
-               sync: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """The loop of one run, or of several trained in step (`--seeds`): train to max_train_steps,
-    logging, evaluating and checkpointing each run; returns the last run's last evaluation.
-
-    `train_step()` makes one update and returns each run's entry to log; `sync()` brings the
-    runs' own models and optimizers up to date before they are evaluated or saved. Raises
-    Preempted after checkpointing on SIGTERM/SIGUSR1, RunFailed on a non-finite loss or gradient
-    and when a file cannot be written; the last complete checkpoint is kept.
-    """
-    first, t = trainers[0], trainers[0].cfg.train
-    last: dict[str, float] = {}
-    with failing_writes_stop(first.run_dir):
-        loggers = [trainer.open_run() for trainer in trainers]
-        stop = StopRequest()
-        try:
-            if not first.resumed:
-                for trainer, logger in zip(trainers, loggers):
-                    last = trainer.evaluate_and_log(logger)
-                    trainer.save(logger)
-            pending: list[list[tuple]] = [[] for _ in trainers]
-            while first.step < t.max_train_steps and stop.signum is None:
-                for queue, entry in zip(pending, train_step()):
-                    queue.append(entry)
-                done = first.step == t.max_train_steps
-                evaluating = first.step % t.eval_every == 0 or done
-                if evaluating:
-                    sync()
-                for trainer, logger, queue in zip(trainers, loggers, pending):
-                    if len(queue) >= TRAIN_LOG_FLUSH or evaluating:
-                        trainer.flush_train_log(logger, queue)
-                    if evaluating:
-                        last = trainer.evaluate_and_log(logger)
-                # Decided after the evaluation: a signal that came during it still gets its checkpoint.
-                if first.step % t.save_every == 0 or done or stop.signum is not None:
-                    if not evaluating:
-                        sync()
-                    for trainer, logger, queue in zip(trainers, loggers, pending):
-                        trainer.flush_train_log(logger, queue)
-                        trainer.save(logger)
-        finally:
-            stop.restore()
-            for logger in loggers:
-                logger.close()
-    if stop.signum is not None and first.step < t.max_train_steps:
-        first.preempt(stop.signum)
-    return last
-
-
-@contextlib.contextmanager
-def failing_writes_stop(run_dir: str | None) -> Iterator[None]:
-    """Turn a failed write (disk full, directory gone) into RunFailed naming what is kept."""
-    try:
-        yield
-    except OSError as e:
-        raise RunFailed(f"cannot write {e.filename or 'a run file'}: {e.strerror} "
-                        f"({kept_checkpoint(run_dir)})") from None
-
 
 def kept_checkpoint(run_dir: str | None) -> str:
     saved = checkpoint_steps(run_dir) if run_dir and os.path.isdir(run_dir) else []
     if not saved:
         return "no checkpoint was saved"
     return f"last good checkpoint: {checkpoint_path(run_dir, saved[-1])}"
-
-
-def clipped_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
-                 max_norm: float) -> torch.Tensor:
-    """Clip the total gradient norm to max_norm (when > 0) as `clip_grad_norm_` does, then step;
-    returns the norm before clipping (what is logged).
-
-    The clip factor reaches the fused AdamW kernel as its gradient scale (the protocol of AMP's
-    GradScaler): the kernel divides each gradient by it in the pass that updates the weights,
-    instead of a pass of its own over all 19M gradients.
-    """
-    norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-    if max_norm > 0:
-        optimizer.grad_scale = ((norm + 1e-6) / max_norm).clamp(min=1.0)
-    optimizer.step()
-    return norm
 
 
 def _print_summary(step: int, metrics: dict[str, float]) -> None:

@@ -75,6 +75,12 @@ def _train(cfg: DataConfig, task: str) -> list[Example]:
     return train
 
 
+def task_vocabulary(dataset: str) -> WordVocabulary:
+    """The vocabulary of a dataset's task: every word its grammar can produce."""
+    task = get_dataset(dataset).task
+    return WordVocabulary(question.vocabulary_words() if task == "question" else tense.vocabulary_words())
+
+
 def load_task(cfg: DataConfig, eval_splits: list[str]) -> TaskData:
     """Generate missing files, then read, validate and filter train and the requested eval splits."""
     cfg.check()
@@ -86,5 +92,4 @@ def load_task(cfg: DataConfig, eval_splits: list[str]) -> TaskData:
     if task == "question" and cfg.exclude_identity:
         evals = {split: question.filter_train(examples, [question.FILTERS["exclude_identity"]])
                  for split, examples in evals.items()}
-    words = question.vocabulary_words() if task == "question" else tense.vocabulary_words()
-    return TaskData(task, WordVocabulary(words), _train(cfg, task), evals, WANDB_PROJECT[task])
+    return TaskData(task, task_vocabulary(cfg.dataset), _train(cfg, task), evals, WANDB_PROJECT[task])

@@ -6,7 +6,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
-from collate import IGNORE, Batch
+from collate import IGNORE, Batch, TokenBatch
 from interfaces.output import LMOutput, logits_at, objective_output, token_losses
 from models.head_gates import l0_norm
 
@@ -14,7 +14,8 @@ from models.head_gates import l0_norm
 class LanguageModelInterface:
     """Teacher-forced next-token objective on `[SOS] input marker output [EOS]`.
 
-    With `prefix_lm` the loss counts only the output half (targets after the marker).
+    With `prefix_lm` the loss counts only the output half (targets after the marker). Training
+    needs only the tokens (a TokenBatch); the task logits come with a Batch of evaluation lines.
     """
 
     def __init__(self, model: nn.Module, prefix_lm: bool = False, label_smoothing: float = 0.0):
@@ -22,7 +23,7 @@ class LanguageModelInterface:
         self.prefix_lm = prefix_lm
         self.label_smoothing = label_smoothing
 
-    def __call__(self, batch: Batch) -> LMOutput:
+    def __call__(self, batch: TokenBatch) -> LMOutput:
         logits = self.model(batch.inputs, batch.lengths)
         plain, trained = token_losses(logits, batch.targets, self.label_smoothing)
         real = batch.targets != IGNORE
@@ -30,8 +31,8 @@ class LanguageModelInterface:
         first = real & (positions[None, :] <= batch.prefix_len[:, None])
         second = real & ~first
         counted = second if self.prefix_lm else real
-        return objective_output(plain, trained, counted, first, second, logits,
-                                logits_at(logits, batch.eval_pos))
+        eval_logits = logits_at(logits, batch.eval_pos) if isinstance(batch, Batch) else None
+        return objective_output(plain, trained, counted, first, second, logits, eval_logits)
 
 
 class GatedLMInterface(LanguageModelInterface):
@@ -45,7 +46,7 @@ class GatedLMInterface(LanguageModelInterface):
         super().__init__(model, prefix_lm, label_smoothing)
         self.l0_penalty = l0_penalty
 
-    def __call__(self, batch: Batch) -> LMOutput:
+    def __call__(self, batch: TokenBatch) -> LMOutput:
         out = super().__call__(batch)
         l0 = l0_norm(self.model)
         return replace(out, loss=out.loss + self.l0_penalty * l0, l0=l0.detach())

@@ -19,7 +19,8 @@ class LMOutput:
     tokens (all real targets for the LM, the output half for the prefix LM and the seq2seq model,
     one per line with a target for the classifier); the first half is targets t ≤ prefix_len
     (input words and marker), the second half the output words and EOS (the classifier's lines).
-    `eval_logits` [B, V+2] are the logits that decide the task (zeros where there is no target).
+    `eval_logits` [B, V+2] are the logits that decide the task (zeros where there is no target;
+    None for a batch without evaluation targets).
     `l0` is the gated LM's L0 penalty before weighting (None for the other models).
     """
 
@@ -31,7 +32,7 @@ class LMOutput:
     second_half_loss_sum: torch.Tensor
     second_half_tokens: torch.Tensor
     logits: torch.Tensor
-    eval_logits: torch.Tensor
+    eval_logits: torch.Tensor | None
     l0: torch.Tensor | None = None
 
 
@@ -50,7 +51,7 @@ def token_losses(logits: torch.Tensor, targets: torch.Tensor,
 
 def objective_output(plain: torch.Tensor, trained: torch.Tensor, counted: torch.Tensor,
                      first: torch.Tensor, second: torch.Tensor, logits: torch.Tensor,
-                     eval_logits: torch.Tensor) -> LMOutput:
+                     eval_logits: torch.Tensor | None) -> LMOutput:
     """The mean of `trained` over `counted` as the loss, and the plain sums over each mask."""
     n_counted = counted.sum()
     plain = plain.detach()

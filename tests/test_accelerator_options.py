@@ -7,29 +7,29 @@ import pytest
 import torch
 
 import train_transformers
+from checkpoint import research_state_dict
 from config import parse_config
 from evaluation import evaluate
-from multi_seed import MultiSeedTrainer
-from training_utils import Trainer
-from transformer_helpers import research_state_dict
+from trainer import Trainer
+from training_utils import Run
 
 TINY = ["--encoder_n_layers", "2", "--vec_dim", "32", "--n_heads", "4", "--tied-embedding",
         "--dataset", "question", "--dropout", "0", "--seed", "3"]
 
 
-def tiny_trainer(data_dir: str, *extra: str, device: str = "cpu") -> Trainer:
-    return Trainer(parse_config(["--data_dir", data_dir, *TINY, "--device", device, *extra], environ={}))
+def tiny_run(data_dir: str, *extra: str, device: str = "cpu") -> Run:
+    """The run of a tiny single-seed Trainer."""
+    return Trainer(parse_config(["--data_dir", data_dir, *TINY, "--device", device, *extra], environ={})).runs[0]
 
 
 def test_bf16_runs_the_forward_matmuls_in_bf16_and_keeps_fp32_state(data_dir):
-    plain, mixed = tiny_trainer(data_dir), tiny_trainer(data_dir, "--bf16")
+    plain, mixed = tiny_run(data_dir), tiny_run(data_dir, "--bf16")
     seen = []
     mixed.model.trafo["encoder"].layers[0].linear1.register_forward_hook(
         lambda module, inputs, output: seen.append(output.dtype))
     loss = {}
-    for name, trainer in (("plain", plain), ("mixed", mixed)):
-        trainer.model.train()
-        loss[name] = trainer._train_step()[2]["loss"]
+    for name, run in (("plain", plain), ("mixed", mixed)):
+        loss[name] = run.train_step().values["loss"]
     assert seen == [torch.bfloat16]
     assert loss["mixed"].dtype == torch.float32
     assert loss["mixed"].item() == pytest.approx(loss["plain"].item(), rel=0.02)
@@ -41,28 +41,27 @@ def test_bf16_runs_the_forward_matmuls_in_bf16_and_keeps_fp32_state(data_dir):
 
 def test_bf16_covers_the_stacked_forward_of_many_seeds(data_dir):
     cfg = parse_config(["--data_dir", data_dir, *TINY, "--device", "cpu", "--seeds", "1,2"], environ={})
-    plain, mixed = (MultiSeedTrainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=b)))
+    plain, mixed = (Trainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=b)))
                     for b in (False, True))
     seen = []
     # A projection without bias: under vmap, a Linear's bf16 matmul comes out fp32 after its
     # fp32 bias is added, so the FF layers would not show it.
-    mixed.base.trafo["encoder"].layers[0].self_attn.data_to_q.register_forward_hook(
+    mixed.stack.base.trafo["encoder"].layers[0].self_attn.data_to_q.register_forward_hook(
         lambda module, inputs, output: seen.append(output.dtype))
-    losses = [trainer._train_step()[0] for trainer in (plain, mixed)]
+    losses = [torch.stack([r.values["loss"] for r in trainer.train_step()]) for trainer in (plain, mixed)]
     assert seen == [torch.bfloat16]
     torch.testing.assert_close(losses[1], losses[0], rtol=0.02, atol=0)
 
 
 def test_a_compiled_model_computes_what_the_eager_one_does(data_dir):
-    eager, compiled = tiny_trainer(data_dir), tiny_trainer(data_dir, "--compile")
+    eager, compiled = tiny_run(data_dir), tiny_run(data_dir, "--compile")
     traced = []  # a hook runs inside the compiled graph only while dynamo traces it
     compiled.model.trafo["encoder"].layers[0].register_forward_hook(
         lambda module, inputs, output: traced.append(torch.compiler.is_compiling()))
     losses, val = {}, {}
-    for name, trainer in (("eager", eager), ("compiled", compiled)):
-        trainer.model.train()
-        losses[name] = [trainer._train_step()[2]["loss"].item() for _ in range(2)]
-        val[name] = evaluate(trainer.interface, trainer.eval_batches["val"], "cpu")
+    for name, run in (("eager", eager), ("compiled", compiled)):
+        losses[name] = [run.train_step().values["loss"].item() for _ in range(2)]
+        val[name] = evaluate(run.objective, run.eval_batches["val"], "cpu")
     assert any(traced)
     assert losses["compiled"] == pytest.approx(losses["eager"], abs=1e-5)
     assert val["compiled"].loss == pytest.approx(val["eager"].loss, abs=1e-5)
@@ -81,13 +80,12 @@ def test_compile_with_many_seeds_is_refused(data_dir, capsys):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("extra", [[], ["--bf16"]])
 def test_cuda_training_steps_never_wait_for_the_device(data_dir, extra):
-    trainer = tiny_trainer(data_dir, *extra, device="cuda")
-    trainer.model.train()
-    trainer._train_step()  # the first step allocates optimizer state
+    run = tiny_run(data_dir, *extra, device="cuda")
+    run.train_step()  # the first step allocates optimizer state
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
-            trainer._train_step()
+            run.train_step()
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -61,6 +61,7 @@ def resume_with(data_dir: str, run_dir: Path, *flags: str) -> list[str]:
     (["--eval_keys", "val,train"], "unknown eval split 'train'"),
     (["--disamb_num", "-2"], "--disamb_num must be -1, 0"),
     (["--gpu_id", "-1"], "--gpu_id must be >= 0"),
+    (["--device", "cpu", "--gpu_id", "1"], "--gpu_id 1 would be ignored"),
     (["--save_prefix", "../elsewhere"], "must name one directory inside --save_dir"),
     (["--run_name", ""], "--run_name is empty"),
     (["--data_seed", "-1"], "--data_seed"),

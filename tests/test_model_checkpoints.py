@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from transformer_helpers import (ModelConfig, create_lm, load_checkpoint_file, load_model_weights,
-                                 research_state_dict)
+from checkpoint import load_checkpoint_file, load_model_weights, research_state_dict
+from transformer_helpers import ModelConfig, create_lm
 from util import HierGenError
 
 TOKENS = torch.tensor([[12, 3, 5, 7, 1, 2], [12, 4, 4, 9, 0, 0]])

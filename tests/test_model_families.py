@@ -7,12 +7,13 @@ import torch
 from collate import IGNORE, collate
 from data_utils.example import EvalTarget, Example
 from evaluation import evaluate
-from interfaces import ClassifierInterface, GatedLMInterface, LanguageModelInterface, Seq2SeqInterface
+from checkpoint import load_model_weights, research_state_dict
+from interfaces import (ClassifierInterface, GatedLMInterface, LanguageModelInterface, ObjectiveConfig,
+                        Seq2SeqInterface, make_objective)
 from interfaces.batch_views import decoder_view, source_view
 from models.head_gates import gate_openness, head_gates, l0_norm, prune_heads
 from sequence import encode
-from transformer_helpers import (ModelConfig, create_model, create_model_interface,
-                                 load_model_weights, research_state_dict)
+from transformer_helpers import ModelConfig, create_model
 from util import HierGenError
 from vocabulary import WordVocabulary
 
@@ -49,12 +50,16 @@ def make_batch(lines=LINES, out_index: int = 0):
     return collate([encode(example(line, out_index), VOCAB) for line in lines], len(VOCAB) + 2)
 
 
-def build(family: str, seed: int = 0, **overrides):
+def model_config(family: str, **overrides) -> ModelConfig:
+    return ModelConfig(**{**dict(vec_dim=32, n_heads=2, encoder_n_layers=2, dropout=0.0,
+                                 tied_embedding=True), **FAMILIES[family], **overrides})
+
+
+def build(family: str, seed: int = 0, objective: ObjectiveConfig = ObjectiveConfig(), **overrides):
     torch.manual_seed(seed)
-    cfg = ModelConfig(**{**dict(vec_dim=32, n_heads=2, encoder_n_layers=2, dropout=0.0,
-                                tied_embedding=True), **FAMILIES[family], **overrides})
+    cfg = model_config(family, **overrides)
     model = create_model(cfg, len(VOCAB))
-    return model, create_model_interface(model, gate_l0_penalty=cfg.gate_l0_penalty)
+    return model, make_objective(cfg, model, objective)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -197,7 +202,7 @@ def test_gated_lm_eval_gates_are_deterministic_and_training_gates_are_sampled():
 
 
 def test_gated_lm_loss_adds_the_weighted_l0_penalty():
-    model, interface = build("gated", gate_l0_penalty=0.5)
+    model, interface = build("gated", objective=ObjectiveConfig(gate_l0_penalty=0.5))
     assert interface.l0_penalty == 0.5
     out = interface(make_batch())
     l0 = l0_norm(model)
@@ -238,7 +243,7 @@ def test_pruning_removes_exactly_the_head_contribution_and_survives_a_checkpoint
     batch = make_batch()
     model.eval(), reference.eval()
     with torch.no_grad():
-        assert not torch.allclose(interface(batch).logits, create_model_interface(reference)(batch).logits)
+        assert not torch.allclose(interface(batch).logits, make_objective(model_config("gated"), reference, ObjectiveConfig())(batch).logits)
 
     closed = prune_heads(model, threshold=0.6)
     expected = torch.zeros(2, 2, dtype=torch.bool)
@@ -246,7 +251,7 @@ def test_pruning_removes_exactly_the_head_contribution_and_survives_a_checkpoint
     assert torch.equal(closed, expected)
     assert gate_openness(model)[layer, head] == 0
     with torch.no_grad():
-        torch.testing.assert_close(interface(batch).logits, create_model_interface(reference)(batch).logits)
+        torch.testing.assert_close(interface(batch).logits, make_objective(model_config("gated"), reference, ObjectiveConfig())(batch).logits)
     model.train()
     assert head_gates(model)[layer]()[head] == 0  # sampled gates stay closed too
 
@@ -288,8 +293,6 @@ def test_loading_another_family_is_a_one_line_error():
     (dict(mode="enc", not_lm=True), "different models"),
     (dict(not_lm=True, gated_model=True), "--gated-model applies to the LM only"),
     (dict(mode="enc", gated_model=True), "--gated-model applies to the LM only"),
-    (dict(gate_l0_penalty=0.1), "--gate_l0_penalty applies to the gated LM"),
-    (dict(gated_model=True, gate_l0_penalty=-1.0), "finite number >= 0"),
     (dict(mode="dec"), "--mode 'dec': expected one of enc_dec, enc"),
     (dict(not_lm=True, decoder_n_layers=0), "decoder_n_layers must be at least 1"),
 ])
@@ -299,8 +302,14 @@ def test_impossible_combinations_are_one_line_errors(flags, message):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("family", ["enc_dec", "enc"])
-def test_prefix_lm_objective_is_refused_for_non_lms(family):
+@pytest.mark.parametrize("family, objective, message", [
+    ("enc_dec", dict(is_prefix_lm=True), "--is_prefix_lm applies to the LM only"),
+    ("enc", dict(is_prefix_lm=True), "--is_prefix_lm applies to the LM only"),
+    ("lm", dict(gate_l0_penalty=0.1), "--gate_l0_penalty applies to the gated LM"),
+    ("gated", dict(gate_l0_penalty=-1.0), "finite number >= 0"),
+    ("lm", dict(label_smoothing=1.0), "--label-smoothing must be in"),
+])
+def test_objective_settings_the_family_cannot_use_are_refused(family, objective, message):
     model, _ = build(family)
-    with pytest.raises(HierGenError, match="--is_prefix_lm applies to the LM only"):
-        create_model_interface(model, is_prefix_lm=True)
+    with pytest.raises(HierGenError, match=message):
+        make_objective(model_config(family), model, ObjectiveConfig(**objective))

@@ -3,10 +3,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from collate import IGNORE, collate
+from collate import IGNORE, TokenBatch, collate
 from data_utils.example import EvalTarget, Example
+from interfaces import LanguageModelInterface
 from sequence import encode
-from transformer_helpers import ModelConfig, create_lm, create_model_interface
+from transformer_helpers import ModelConfig, create_lm
 from vocabulary import WordVocabulary
 
 LINES = [
@@ -43,7 +44,7 @@ class FixedLogits(nn.Module):
 def test_lm_loss_is_the_token_mean_over_all_real_targets():
     batch, n_words = make_batch()
     torch.manual_seed(0)
-    out = create_model_interface(create_lm(ModelConfig(vec_dim=16, n_heads=2, encoder_n_layers=1),
+    out = LanguageModelInterface(create_lm(ModelConfig(vec_dim=16, n_heads=2, encoder_n_layers=1),
                                                 n_words).eval())(batch)
     expected = F.cross_entropy(out.logits.flatten(0, 1), batch.targets.flatten(),
                                ignore_index=IGNORE)
@@ -54,7 +55,7 @@ def test_lm_loss_is_the_token_mean_over_all_real_targets():
 
 def test_halves_split_at_the_marker_and_add_up():
     batch, _ = make_batch()
-    out = create_model_interface(FixedLogits((*batch.targets.shape, 22)))(batch)
+    out = LanguageModelInterface(FixedLogits((*batch.targets.shape, 22)))(batch)
     # first half: input words incl. '.' and the marker; second half: output words and EOS
     assert out.first_half_tokens.item() == sum(len(line.split("\t")[0].split()) for line in LINES)
     n_output_words = sum(len(line.split("\t")[1].split()) for line in LINES)
@@ -66,7 +67,7 @@ def test_halves_split_at_the_marker_and_add_up():
 def test_prefix_lm_loss_counts_only_the_output_half():
     batch, _ = make_batch()
     model = FixedLogits((*batch.targets.shape, 22))
-    out = create_model_interface(model, is_prefix_lm=True)(batch)
+    out = LanguageModelInterface(model, prefix_lm=True)(batch)
     torch.testing.assert_close(out.loss.detach(), out.second_half_loss_sum / out.second_half_tokens)
     assert out.n_tokens == out.second_half_tokens
     out.loss.backward()
@@ -79,8 +80,8 @@ def test_prefix_lm_loss_counts_only_the_output_half():
 def test_label_smoothing_changes_the_training_loss_only():
     batch, _ = make_batch()
     model = FixedLogits((*batch.targets.shape, 22))
-    plain = create_model_interface(model)(batch)
-    smoothed = create_model_interface(model, label_smoothing=0.1)(batch)
+    plain = LanguageModelInterface(model)(batch)
+    smoothed = LanguageModelInterface(model, label_smoothing=0.1)(batch)
     expected = F.cross_entropy(model.logits.flatten(0, 1), batch.targets.flatten(),
                                ignore_index=IGNORE, label_smoothing=0.1)
     torch.testing.assert_close(smoothed.loss, expected)
@@ -90,10 +91,20 @@ def test_label_smoothing_changes_the_training_loss_only():
 
 def test_eval_logits_are_read_at_the_eval_position():
     batch, _ = make_batch()
-    out = create_model_interface(FixedLogits((*batch.targets.shape, 22)))(batch)
+    out = LanguageModelInterface(FixedLogits((*batch.targets.shape, 22)))(batch)
     assert batch.eval_pos.tolist()[1] == -1
     for row in (0, 2):
         assert torch.equal(out.eval_logits[row], out.logits[row, batch.eval_pos[row]])
         # the logits there predict the first output word: the fronted auxiliary
         assert batch.targets[row, batch.eval_pos[row]] == batch.eval_gold[row]
     assert torch.equal(out.eval_logits[1], torch.zeros(22))
+
+
+def test_the_lm_objective_trains_on_tokens_alone():
+    batch, _ = make_batch()
+    tokens = TokenBatch(batch.inputs, batch.targets, batch.lengths, batch.prefix_len)
+    objective = LanguageModelInterface(FixedLogits((*batch.targets.shape, 22)), prefix_lm=True)
+    alone, full = objective(tokens), objective(batch)
+    assert alone.eval_logits is None
+    torch.testing.assert_close(alone.loss, full.loss)
+    torch.testing.assert_close(alone.second_half_loss_sum, full.second_half_loss_sum)

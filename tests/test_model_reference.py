@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from collate import collate
+from checkpoint import load_model_weights
+from collate import IGNORE, collate
 from data_utils.example import EvalTarget, Example
+from interfaces import LanguageModelInterface
 from sequence import encode
-from transformer_helpers import ModelConfig, create_lm, create_model_interface, load_model_weights
+from transformer_helpers import ModelConfig, create_lm
 from vocabulary import WordVocabulary
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -36,7 +38,7 @@ def interface(vocab):
     cfg = ModelConfig(**{name: args[name] for name in fields})
     model = create_lm(cfg, len(vocab))
     load_model_weights(model, REFERENCE / "tiny_qf_checkpoint_1000.pth")
-    return create_model_interface(model.eval())
+    return LanguageModelInterface(model.eval())
 
 
 def batch_of(lines: list[str], vocab: WordVocabulary):
@@ -60,7 +62,7 @@ def test_loss_and_logits_of_the_first_16_val_lines(interface, vocab, expected):
     # research logits are time-major [T, B, V+2] over the same inputs (SOS + words, no EOS)
     research = torch.from_numpy(np.load(REFERENCE / "tiny_qf_val16_logits.npy")).transpose(0, 1)
     assert research.shape == out.logits.shape
-    real = ~batch.padding_mask
+    real = batch.targets != IGNORE
     torch.testing.assert_close(out.logits[real], research[real], atol=5e-5, rtol=0)
 
 

@@ -170,7 +170,7 @@ def test_unsafe_or_truncated_checkpoints_are_refused(data_dir, tmp_path, kind):
 
 
 def test_nonfinite_loss_stops_at_that_step_keeping_the_last_checkpoint(data_dir, tmp_path, monkeypatch, capsys):
-    real = training_utils.create_model_interface
+    real = training_utils.make_objective
 
     def poisoned(*args, **kwargs):
         interface = real(*args, **kwargs)
@@ -187,7 +187,7 @@ def test_nonfinite_loss_stops_at_that_step_keeping_the_last_checkpoint(data_dir,
         call.model = interface.model
         return call
 
-    monkeypatch.setattr(training_utils, "create_model_interface", poisoned)
+    monkeypatch.setattr(training_utils, "make_objective", poisoned)
     code = train_transformers.main(["--data_dir", data_dir, *TINY, "--max_train_steps", "20",
                                     "--eval_every", "10", "--save_every", "4",
                                     "--save_dir", str(tmp_path), "--save_prefix", "nan"])
@@ -235,15 +235,15 @@ def test_disk_full_during_a_save_keeps_the_last_checkpoint(data_dir, tmp_path, m
 
 
 def test_a_signal_during_an_evaluation_still_gets_its_checkpoint(data_dir, tmp_path, monkeypatch, capsys):
-    real = training_utils.Trainer.evaluate_and_log
+    real = training_utils.Run.evaluate
 
-    def evaluate_then_signal(self, logger):
-        metrics = real(self, logger)
+    def evaluate_then_signal(self):
+        metrics = real(self)
         if self.step == 10:
             os.kill(os.getpid(), signal.SIGTERM)
         return metrics
 
-    monkeypatch.setattr(training_utils.Trainer, "evaluate_and_log", evaluate_then_signal)
+    monkeypatch.setattr(training_utils.Run, "evaluate", evaluate_then_signal)
     code = train_transformers.main(["--data_dir", data_dir, *TINY, "--max_train_steps", "20",
                                     "--eval_every", "10", "--save_every", "4",
                                     "--save_dir", str(tmp_path), "--save_prefix", "sig"])
