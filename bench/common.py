@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import parse_config  # noqa: E402
 from layers.linear import ONEDNN_AVAILABLE, onednn_matmul  # noqa: E402
-from training_utils import Trainer  # noqa: E402
+from trainer import Trainer  # noqa: E402
 
 # The paper's command (README), without run directory and W&B.
 PAPER_FLAGS = ["--callback", "--batch_size", "8", "--dataset", "question_qf_disamb",

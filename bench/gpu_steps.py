@@ -22,13 +22,12 @@ VARIANTS = {"fp32": [], "bf16": ["--bf16"], "compile": ["--compile"], "bf16+comp
 
 def steps_per_second(data_dir: str, device: str, flags: list[str], warmup: int, steps: int) -> float:
     trainer = paper_trainer(data_dir, device, *flags)
-    trainer.model.train()
     for _ in range(warmup):
-        trainer._train_step()
+        trainer.train_step()
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._train_step()
+        trainer.train_step()
     torch.cuda.synchronize()
     return steps / (time.perf_counter() - start)
 

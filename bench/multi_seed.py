@@ -17,7 +17,7 @@ import torch
 
 from common import PAPER_FLAGS, bench_parser, describe_machine, paper_trainer
 from config import parse_config
-from multi_seed import MultiSeedTrainer
+from trainer import Trainer
 
 
 def main() -> None:
@@ -32,16 +32,15 @@ def main() -> None:
     model_flags = shlex.split(args.model)
     single = paper_trainer(args.data_dir, args.device, *model_flags)
     seeds = ",".join(str(42 + s) for s in range(args.seeds))
-    multi = MultiSeedTrainer(parse_config([*PAPER_FLAGS, "--data_dir", args.data_dir, "--device", args.device,
+    multi = Trainer(parse_config([*PAPER_FLAGS, "--data_dir", args.data_dir, "--device", args.device,
                                            "--seeds", seeds, *model_flags], environ={}))
-    single.model.train()
     for _ in range(2):  # warm-up: allocator, optimizer state
-        single._train_step()
-        multi._train_step()
+        single.train_step()
+        multi.train_step()
     single_rates, multi_rates = [], []
     for _ in range(args.rounds):
-        single_rates.append(args.steps / _timed(single._train_step, args.steps, args.device))
-        multi_rates.append(args.seeds * args.steps / _timed(multi._train_step, args.steps, args.device))
+        single_rates.append(args.steps / _timed(single.train_step, args.steps, args.device))
+        multi_rates.append(args.seeds * args.steps / _timed(multi.train_step, args.steps, args.device))
     print(describe_machine(args.threads))
     print(f"one seed: {statistics.median(single_rates):.2f} steps/s; {args.seeds} seeds at once: "
           f"{statistics.median(multi_rates):.2f} seed-steps/s")
