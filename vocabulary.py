@@ -1,7 +1,7 @@
 """Words <-> ids. Ids follow the research code: `<pad>` = 0, then the sorted word list."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from util import HierGenError
 
@@ -14,14 +14,6 @@ class WordVocabulary:
     def __init__(self, words: Iterable[str]):
         self.words = [PAD] + sorted(set(words) - {PAD})
         self.index = {w: i for i, w in enumerate(self.words)}
-
-    @classmethod
-    def from_list(cls, index_to_word: Sequence[str]) -> "WordVocabulary":
-        """Rebuild a vocabulary saved as its index -> word list (e.g. from a checkpoint)."""
-        vocab = cls(index_to_word)
-        if vocab.words != list(index_to_word):
-            raise HierGenError("saved vocabulary is not '<pad>' followed by sorted words")
-        return vocab
 
     def __len__(self) -> int:
         return len(self.words)
@@ -39,7 +31,3 @@ class WordVocabulary:
             return [self.index[w] for w in words]
         except KeyError as e:
             raise HierGenError(f"unknown word {e.args[0]!r}") from None
-
-    def to_words(self, ids: Iterable[int]) -> list[str]:
-        names = self.words + ["<eos>", "<sos>"]
-        return [names[i] for i in ids]

@@ -27,7 +27,9 @@ def expected() -> dict:
 
 @pytest.fixture(scope="module")
 def vocab(expected) -> WordVocabulary:
-    return WordVocabulary.from_list(expected["vocab"])
+    vocab = WordVocabulary(expected["vocab"])
+    assert vocab.words == expected["vocab"]  # the research ids: <pad>, then the sorted words
+    return vocab
 
 
 @pytest.fixture(scope="module")
