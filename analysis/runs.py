@@ -26,9 +26,9 @@ from util import HierGenError
 RULE_SHARES = (("test_hierarchical", "test_linear"), ("test_agree_subject", "test_agree_recent"))
 NEWLINE = b"\n"
 PARALLEL_FROM = 32  # runs; fewer are read in this process (starting workers costs more)
-# Arguments that say where or how a run was executed, not what it computed.
+# Arguments that say where or how a run was executed or evaluated, not what it trained.
 BOOKKEEPING = frozenset({"seed", "seeds", "save_dir", "save_prefix", "run_name", "data_dir", "device",
-                         "gpu_id", "resume", "eval_batch_size", "model_load_path"})
+                         "gpu_id", "resume", "eval_batch_size", "eval_keys", "model_load_path"})
 
 
 @dataclass
