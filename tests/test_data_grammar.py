@@ -63,6 +63,7 @@ def test_ti_present_agrees_with_controllers_and_targets_the_main_verb():
     assert e.target.out_index == 6 and e.target.gold == "accept"
     assert e.target.answers == (("agree_subject", "accept"), ("agree_recent", "accepts"))
     assert e.meta == {"subject": "src_t", "main": 6, "attractor": True}
-    e = parse_ti("your unicorns that our xylophone comforted read . PRESENT\tyour unicorns that our xylophone comforts read .")
+    e = parse_ti("your unicorns that our xylophone comforted read . PRESENT\t"
+                 "your unicorns that our xylophone comforts read .")
     assert e.target.gold == "read" and e.target.answers == (("agree_subject", "read"), ("agree_recent", "reads"))
     assert parse_ti("the salamanders upon my newts read . PAST\tthe salamanders upon my newts read .").target is None

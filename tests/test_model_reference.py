@@ -9,7 +9,8 @@ from helpers import REFERENCE, REFERENCE_CHECKPOINT, batch_of, lines
 from transformer_helpers import ModelConfig, create_lm, create_model_interface, load_model_weights
 from vocabulary import WordVocabulary
 
-pytestmark = pytest.mark.skipif(not REFERENCE_CHECKPOINT.exists(), reason=f"reference material not found at {REFERENCE}")
+pytestmark = pytest.mark.skipif(not REFERENCE_CHECKPOINT.exists(),
+                                reason=f"reference material not found at {REFERENCE}")
 
 
 @pytest.fixture(scope="module")
