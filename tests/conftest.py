@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from data_helpers import generated
+from helpers import QF, QF_TEST, QF_TYPE, generated, write_files
 
 # Tiny models gain nothing from intra-op threads, and OpenMP threads that spin-wait slow every
 # operator down twenty-fold when another process holds one of the cores.
@@ -18,6 +18,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def data_dir() -> str:
     """A data dir holding the default QF and TI files, generated once per test session."""
     return generated()
+
+
+@pytest.fixture
+def qf_dir(tmp_path) -> str:
+    """A data dir whose QF folder holds the hand-written QF lines as train and val, QF_TEST as test."""
+    write_files(tmp_path / "question_formation_data", {
+        "question.train": QF, "question.val": QF, "question.test": QF_TEST, "question.test.type": QF_TYPE})
+    return str(tmp_path)
 
 
 @pytest.fixture(scope="session")

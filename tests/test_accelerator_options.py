@@ -6,20 +6,18 @@ import dataclasses
 import pytest
 import torch
 
-import train_transformers
 from checkpoint import research_state_dict
-from config import parse_config
 from evaluation import evaluate
+from helpers import model_flags, run_config, train
 from trainer import Trainer
 from training_utils import Run
 
-TINY = ["--encoder_n_layers", "2", "--vec_dim", "32", "--n_heads", "4", "--tied-embedding",
-        "--dataset", "question", "--dropout", "0", "--seed", "3"]
+TINY = [*model_flags(2, 32, 4), "--dataset", "question", "--dropout", "0", "--seed", "3"]
 
 
 def tiny_run(data_dir: str, *extra: str, device: str = "cpu") -> Run:
     """The run of a tiny single-seed Trainer."""
-    return Trainer(parse_config(["--data_dir", data_dir, *TINY, "--device", device, *extra], environ={})).runs[0]
+    return Trainer(run_config(data_dir, *TINY, "--device", device, *extra)).runs[0]
 
 
 def test_bf16_runs_the_forward_matmuls_in_bf16_and_keeps_fp32_state(data_dir):
@@ -40,7 +38,7 @@ def test_bf16_runs_the_forward_matmuls_in_bf16_and_keeps_fp32_state(data_dir):
 
 
 def test_bf16_covers_the_stacked_forward_of_many_seeds(data_dir):
-    cfg = parse_config(["--data_dir", data_dir, *TINY, "--device", "cpu", "--seeds", "1,2"], environ={})
+    cfg = run_config(data_dir, *TINY, "--device", "cpu", "--seeds", "1,2")
     plain, mixed = (Trainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=b)))
                     for b in (False, True))
     seen = []
@@ -73,7 +71,7 @@ def test_a_compiled_model_computes_what_the_eager_one_does(data_dir):
 
 
 def test_compile_with_many_seeds_is_refused(data_dir, capsys):
-    assert train_transformers.main(["--data_dir", data_dir, *TINY, "--compile", "--seeds", "1,2"]) == 2
+    assert train(data_dir, *TINY, "--compile", "--seeds", "1,2") == 2
     assert "--compile is for single-seed runs" in capsys.readouterr().err
 
 

@@ -2,30 +2,24 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 import plot
-import train_transformers
 from analysis.__main__ import main as analysis
-from data_helpers import write_files
-from data_utils import question
-from data_utils.lines import read_text_lines, split_line
-from test_analysis_runs import ARGS, evals, write_run
+from data_utils.lines import read_text_lines
+from helpers import (ARGS, assert_one_line, evals, model_flags, parse_qf, read_csv, run_python, train, write_files,
+                     write_run)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS_COLUMNS = ["run", "condition", "seed", "last_step", "end_test_aux", "end_hierarchical", "end_linear",
                 "tv_full", "tv_late_per_10k", "oscillations", "commitment", "stable", "end_seen_acc",
                 "end_unseen_acc"]
 CONDITIONS_COLUMNS = ["condition", "n_runs", "p_hierarchical", "p_linear", "p_uncommitted", "mean_end_test_aux",
                       "mean_end_hierarchical_runs", "dip", "dip_p", "bic_1", "bic_2", "bimodal", "regime"]
 OUTPUTS = ["conditions.csv", "outcomes.png", "runs.csv", "trajectories.png"]
-TINY = ["--callback", "--encoder_n_layers", "2", "--vec_dim", "32", "--n_heads", "2", "--tied-embedding",
-        "--lr", "3e-3", "--num_warmup_steps", "5", "--max_train_steps", "40", "--eval_every", "10",
-        "--save_every", "40"]
+TINY = ["--callback", *model_flags(2, 32, 2), "--lr", "3e-3", "--num_warmup_steps", "5", "--max_train_steps", "40",
+        "--eval_every", "10", "--save_every", "40"]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +33,9 @@ def tiny_data(data_dir, tmp_path_factory) -> str:
                              ("question.test.type", 300)]}
     write_files(out / "question_formation_data", files)
     bare = [line for line in read_text_lines(os.path.join(source, "question.train"))[:5000]
-            if question.parse_line(*split_line(line)).meta["subject"] == "bare"]
-    types = list(dict.fromkeys(question.parse_line(*split_line(line)).type_tag for line in bare))[:20]
-    d20 = [line for line in bare if question.parse_line(*split_line(line)).type_tag in types]
+            if parse_qf(line).meta["subject"] == "bare"]
+    types = list(dict.fromkeys(parse_qf(line).type_tag for line in bare))[:20]
+    d20 = [line for line in bare if parse_qf(line).type_tag in types]
     write_files(out / "question_D20_formation_data", {"question.train": d20, "question.val": d20[:50]})
     return str(out)
 
@@ -51,13 +45,9 @@ def sweep(tiny_data, tmp_path_factory) -> str:
     """Four seeds of two conditions (datasets question and question_D20), trained for 40 steps."""
     out = str(tmp_path_factory.mktemp("sweep"))
     for dataset in ("question", "question_D20"):
-        assert train_transformers.main(["--data_dir", tiny_data, "--dataset", dataset, *TINY, "--seeds", "1,2,3,4",
-                                        "--save_dir", out, "--save_prefix", dataset]) == 0
+        assert train(tiny_data, "--dataset", dataset, *TINY, "--seeds", "1,2,3,4", "--save_dir", out,
+                     "--save_prefix", dataset) == 0
     return out
-
-
-def read_csv(path) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
 @pytest.mark.slow
@@ -154,11 +144,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case)
     out = tmp_path / "out"
     assert analysis(["dynamics", *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert err.startswith("error: ")
+    assert_one_line(err, message)
     assert not out.exists()
     figure = tmp_path / "fig.png"
     assert plot.main([*argv, "--out", str(figure)]) == 2
-    assert capsys.readouterr().err.count("\n") == 1 and not figure.exists()
+    assert_one_line(capsys.readouterr().err)
+    assert not figure.exists()
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_reading(tmp_path, capsys):
@@ -170,13 +162,15 @@ def test_outputs_that_cannot_be_written_are_refused_before_reading(tmp_path, cap
                              (lambda: plot.main([run, "--out", str(tmp_path / "file" / "fig.png")]), "is a file"),
                              (lambda: plot.main([run, "--per_run", "--out", str(tmp_path / "file")]), "is a file")]:
         code, err = command(), capsys.readouterr().err
-        assert code == 2 and err.startswith("error: --out ") and err.count("\n") == 1 and message in err, err
+        assert code == 2 and err.startswith("error: --out "), err
+        assert_one_line(err, message)
     assert sorted(os.listdir(tmp_path)) == ["file", "good"] and (tmp_path / "file").read_text() == "mine"
 
 
 def test_the_command_line_prints_one_line_without_traceback(tmp_path, capsys):
     for argv in (["-m", "analysis", "dynamics", str(tmp_path / "none")], ["plot.py", str(tmp_path / "none")]):
-        result = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True)
-        assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+        result = run_python(*argv)
+        assert result.returncode == 2 and result.stderr.startswith("error: ")
+        assert_one_line(result.stderr)
     assert os.listdir(tmp_path) == []
     assert analysis([]) == 2 and "COMMAND" in capsys.readouterr().err

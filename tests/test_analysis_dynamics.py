@@ -8,7 +8,7 @@ import pytest
 from analysis.dynamics import (Settings, bimodality, commitment, dynamics, end_value, late_tv_per_10k,
                                oscillations, regime, total_variation)
 from analysis.runs import find_runs
-from test_analysis_runs import ARGS, write_run
+from helpers import ARGS, write_run
 
 STEPS = np.array([0, 10, 20, 30, 40, 50, 60]) * 1000.0
 VALUES = np.array([0.0, 0.5, 0.2, 0.9, 0.95, 0.05, 1.0])

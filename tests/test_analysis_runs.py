@@ -10,31 +10,8 @@ import pytest
 
 from analysis.runs import (PARALLEL_FROM, common_steps, condition_names, curves, find_runs, read_metrics, read_runs,
                            run_table)
+from helpers import ARGS, evals, write_run
 from util import HierGenError
-
-ARGS = {"dataset": "question", "lr": 0.0001, "encoder_n_layers": 6, "seed": 1, "seeds": "", "save_dir": "x",
-        "save_prefix": "p", "run_name": None, "data_dir": "data_utils", "device": "auto", "gpu_id": 0,
-        "wandb_mode": None, "wandb_entity": None, "resume": False, "eval_batch_size": 32, "model_load_path": ""}
-
-
-def write_run(path, args: dict, events: list[dict] | None, tail: str = "") -> str:
-    """A run directory: args.json and, unless `events` is None, metrics.jsonl (plus raw `tail`)."""
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "args.json"), "w") as f:
-        json.dump(args, f)
-    if events is not None:
-        with open(os.path.join(path, "metrics.jsonl"), "w") as f:
-            f.write("".join(json.dumps(e) + "\n" for e in events) + tail)
-    return str(path)
-
-
-def evals(steps, values, **series) -> list[dict]:
-    """Evaluation events of test_aux (and of other series), with per-step events between them."""
-    out = []
-    for k, (step, value) in enumerate(zip(steps, values)):
-        out.append({"loss": 1.0, "lr": 1e-4, "iteration": step + 1})
-        out.append({"test_aux": value, **{name: v[k] for name, v in series.items()}, "iteration": step})
-    return out
 
 
 def test_find_runs_takes_paths_and_globs_and_skips_other_folders(tmp_path):

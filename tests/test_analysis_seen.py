@@ -8,14 +8,11 @@ import pandas as pd
 import pytest
 
 from analysis.seen import seen_accuracy, type_table
-from data_helpers import write_files
-from data_utils import question
-from data_utils.lines import split_line
-from test_data_filters import QF
+from helpers import QF, QF_TEST, parse_qf, write_files
 
 TEST = [
     # Input tags det n_s rel aux_s v_intrans aux_s v_intrans: the decl QF[2] has them (seen).
-    "my raven that doesn't sleep does change . quest\tdoes my raven that doesn't sleep change ?",
+    *QF_TEST,
     # Plural nouns: no training input has these tags (unseen), two lines of the second type.
     "her newts who don't eat do move . quest\tdo her newts who don't eat move ?",
     "her newts who don't eat do amuse the yak . quest\tdo her newts who don't eat amuse the yak ?",
@@ -24,14 +21,14 @@ TEST = [
 
 
 def key(line: str) -> str:
-    return "test_aux_type/" + question.parse_line(*split_line(line)).type_tag.replace("\t", " ")
+    return "test_aux_type/" + parse_qf(line).type_tag.replace("\t", " ")
 
 
 @pytest.fixture
 def data(tmp_path) -> str:
     write_files(tmp_path / "question_formation_data", {
         "question.train": QF, "question.val": QF, "question.test": TEST,
-        "question.test.type": [question.parse_line(*split_line(line)).type_tag for line in TEST]})
+        "question.test.type": [parse_qf(line).type_tag for line in TEST]})
     return str(tmp_path)
 
 

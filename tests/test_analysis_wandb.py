@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
-import pandas as pd
 import pytest
 
 from analysis import wandb_import
 from analysis.__main__ import main as analysis
 from analysis.wandb_import import import_project
-from test_analysis_cli import REPO
+from helpers import assert_one_line, events, read_csv, run_python
 from util import HierGenError
 
 
@@ -72,17 +70,17 @@ def test_each_wandb_run_becomes_a_run_directory(tmp_path):
     assert len(written) == 4
     run = tmp_path / "runs" / "qf_seed1"
     assert json.loads((run / "args.json").read_text()) == {"dataset": "question", "lr": 1e-4, "seed": 1}
-    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(events) == 14
-    assert events[0] == {"loss": 2.0, "lr": 1e-4, "iteration": 0}
-    assert events[3] == {"test_aux": 0.5, "test_hierarchical": 0.5, "test_linear": 0.5, "iteration": 10}
+    logged = events(run)
+    assert len(logged) == 14
+    assert logged[0] == {"loss": 2.0, "lr": 1e-4, "iteration": 0}
+    assert logged[3] == {"test_aux": 0.5, "test_hierarchical": 0.5, "test_linear": 0.5, "iteration": 10}
 
 
 def test_imported_runs_go_through_dynamics(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "analysis"
     import_project("me/hier-genv", str(runs), api=project())
     assert analysis(["dynamics", str(runs / "*"), "--out", str(out)]) == 0
-    table = pd.read_csv(out / "runs.csv", keep_default_na=False, na_values=[""]).set_index("run")
+    table = read_csv(out / "runs.csv").set_index("run")
     assert table.loc["qf_seed1", "commitment"] == "hierarchical"
     assert table.loc["qf_dup_b2", "commitment"] == "linear"
     assert table.loc["qf_dup_c3", "oscillations"] == 5  # 0.9 and 0.1 reach the thresholds
@@ -142,13 +140,14 @@ def test_the_command_uses_wandb_and_says_how_to_get_it(tmp_path, monkeypatch, ca
     monkeypatch.setitem(sys.modules, "wandb", None)  # a machine without wandb
     assert analysis(["import-wandb", "me/hier-genv", "--out", str(tmp_path / "other")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "pip install wandb" in err and "wandb login" in err
+    assert_one_line(err, "pip install wandb", "wandb login")
     assert not (tmp_path / "other").exists()
 
 
 def test_analysis_and_plot_do_not_import_wandb():
     code = "import sys, plot, analysis.__main__; assert 'wandb' not in sys.modules"
-    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
 
 
 def test_an_out_folder_that_cannot_be_made_is_refused_before_asking_wandb(tmp_path):

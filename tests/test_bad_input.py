@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +12,10 @@ import torch
 import train_transformers
 from data_utils import question
 from data_utils.lines import read_examples
-from data_helpers import lines, write_files
+from helpers import QF, assert_one_line, checkpoint_at, lines, model_flags, run_python, train, write_files
 
-TINY = ["--encoder_n_layers", "1", "--vec_dim", "16", "--n_heads", "2", "--dataset", "question",
-        "--eval_keys", "val", "--max_train_steps", "2", "--eval_every", "1", "--save_every", "1"]
+TINY = [*model_flags(1, 16, 2, tied=False), "--dataset", "question", "--eval_keys", "val", "--max_train_steps", "2",
+        "--eval_every", "1", "--save_every", "1"]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -29,7 +27,7 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 @pytest.fixture(scope="module")
 def finished_run(data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finished")
-    assert train_transformers.main(["--data_dir", data_dir, *TINY, "--save_dir", str(out), "--save_prefix", "run"]) == 0
+    assert train(data_dir, *TINY, "--save_dir", str(out), "--save_prefix", "run") == 0
     return out / "run"
 
 
@@ -42,7 +40,8 @@ def run_dir(finished_run, tmp_path) -> Path:
 def refused(capsys, args: list[str], message: str) -> None:
     assert train_transformers.main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert err.startswith("error: "), err
+    assert_one_line(err, message)
     assert "Traceback" not in err
 
 
@@ -97,7 +96,7 @@ def user_data(root: Path, data_dir: str, **replace: bytes) -> Path:
 
 
 def test_a_data_file_that_is_not_utf8_names_its_line(data_dir, run_dir, tmp_path, capsys):
-    good = "the newt does swim . decl\tthe newt does swim .\n".encode()
+    good = (QF[0] + "\n").encode()
     folder = user_data(tmp_path / "data", data_dir, question_train=good + b"the n\xe9wt does swim . decl\n")
     before, data_before = snapshot(run_dir), snapshot(folder)
     refused(capsys, resume_with(data_dir, run_dir, "--data_dir", str(folder.parent)),
@@ -114,19 +113,19 @@ def test_a_data_folder_missing_a_file_is_refused_and_left_alone(data_dir, run_di
 
 
 def test_windows_line_endings_are_named(data_dir, run_dir, tmp_path, capsys):
-    folder = user_data(tmp_path / "data", data_dir, question_val=b"the newt does swim . decl\tthe newt does swim .\r\n")
+    folder = user_data(tmp_path / "data", data_dir, question_val=(QF[0] + "\r\n").encode())
     refused(capsys, resume_with(data_dir, run_dir, "--data_dir", str(folder.parent)),
             f"{folder / 'question.val'}:1: Windows line ending")
 
 
 def test_a_byte_order_mark_is_read_as_the_editor_meant(tmp_path):
     path = tmp_path / "question.val"
-    path.write_bytes("\ufeffthe newt does swim . decl\tthe newt does swim .\n".encode())
+    path.write_bytes(("\ufeff" + QF[0] + "\n").encode())
     assert read_examples(str(path), question.parse_line)[0].input[0] == "the"
 
 
 def test_a_checkpoint_with_nonfinite_weights_is_refused(data_dir, run_dir, tmp_path, capsys):
-    state = torch.load(run_dir / "checkpoint_2.pth", weights_only=True)
+    state = checkpoint_at(run_dir, 2)
     key, weight = next((k, v) for k, v in state["model_state_dict"].items() if v.is_floating_point())
     weight.view(-1)[0] = float("nan")
     damaged = tmp_path / "damaged.pth"
@@ -169,8 +168,7 @@ def test_resume_refuses_a_folder_that_is_not_a_run(data_dir, tmp_path, capsys):
 
 def test_the_command_line_prints_no_traceback(tmp_path):
     """The same through the real entry point: a subprocess, exit code 2, one line."""
-    repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "train_transformers.py", "--seed", "-1", "--save_dir", str(tmp_path)],
-                          cwd=repo, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--seed" in proc.stderr
+    proc = run_python("train_transformers.py", "--seed", "-1", "--save_dir", str(tmp_path), timeout=120)
+    assert proc.returncode == 2
+    assert_one_line(proc.stderr, "--seed")
     assert os.listdir(tmp_path) == []

@@ -3,44 +3,11 @@ import argparse
 
 import pytest
 
-from data_helpers import write_files
 from data_utils import tense
 from data_utils.config import DataConfig, add_data_arguments
 from data_utils.load import load_task
+from helpers import QF, TI, line_of, write_files
 from util import HierGenError
-
-QF = [
-    "the newt does swim . decl\tthe newt does swim .",                                       # 0 decl 1 aux
-    "the newt does swim . quest\tdoes the newt swim ?",                                       # 1 quest 1 aux
-    "my yak who doesn't eat does move . decl\tmy yak who doesn't eat does move .",            # 2 decl 2 SRC
-    "my yaks that our newt does amuse don't read . decl\tmy yaks that our newt does amuse don't read .",  # 3 decl 2 ORC
-    "her raven does comfort the zebras who don't sleep . quest\tdoes her raven comfort the zebras who don't sleep ?",  # 4
-    "some quail who does applaud your newts doesn't admire my yaks that don't giggle . decl\t"
-    "some quail who does applaud your newts doesn't admire my yaks that don't giggle .",      # 5 decl 3 SRC
-    "the zebra near my newts doesn't wait . quest\tdoesn't the zebra near my newts wait ?",   # 6 quest 1 aux
-    "your peacocks do accept her newt that the yaks do remember . quest\t"
-    "do your peacocks accept her newt that the yaks do remember ?",                           # 7 quest 2 aux
-]
-QF_TEST = ["my raven that doesn't sleep does change . quest\tdoes my raven that doesn't sleep change ?"]
-QF_TYPE = ["det n_s rel aux_s v_intrans aux_s v_intrans quest\taux_s det n_s rel aux_s v_intrans v_intrans"]
-TI = [
-    "the newt swam . PAST\tthe newt swam .",                                                  # 0 PAST v
-    "the newts swam . PRESENT\tthe newts swim .",                                             # 1 PRESENT v
-    "my yak near the zebras ate . PAST\tmy yak near the zebras ate .",                        # 2 PAST simple
-    "my yak near the zebra ate . PRESENT\tmy yak near the zebra eats .",                      # 3 PRESENT simple
-    "her ravens who slept read . PAST\ther ravens who slept read .",                          # 4 PAST rc (SRC)
-    "her ravens who slept read . PRESENT\ther ravens who sleep read .",                       # 5 PRESENT rc (SRC)
-    "some quail that our newt amused waited . PRESENT\tsome quail that our newt amuses waits .",  # 6 PRESENT rc (ORC)
-    "your unicorn that our walruses comforted applauded the yak . PAST\t"
-    "your unicorn that our walruses comforted applauded the yak .",                           # 7 PAST rc (ORC)
-]
-
-
-@pytest.fixture
-def qf_dir(tmp_path):
-    write_files(tmp_path / "question_formation_data", {
-        "question.train": QF, "question.val": QF, "question.test": QF_TEST, "question.test.type": QF_TYPE})
-    return str(tmp_path)
 
 
 @pytest.fixture
@@ -55,7 +22,7 @@ def ti_dir(tmp_path):
 
 def kept(data_dir, dataset, lines, **flags):
     data = load_task(DataConfig(dataset=dataset, data_dir=data_dir, **flags), ["val"])
-    return [lines.index("\t".join([" ".join(e.input + (e.marker,)), " ".join(e.output)])) for e in data.train]
+    return [lines.index(line_of(e)) for e in data.train]
 
 
 QF_CASES = {

@@ -5,20 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from data_helpers import generated, lines, write_files
 from data_utils import question, stream, tense
 from data_utils.config import DataConfig
 from data_utils.load import load_task, validate_dataset
 from data_utils.registry import ensure_generated
+from helpers import QF, generated, lines, qf_path, ti_path, write_files
 from util import HierGenError
-
-
-def qf_path(name):
-    return Path(generated(), "question_formation_data", name)
-
-
-def ti_path(name):
-    return Path(generated(), "tense_inflection_data", name)
 
 
 def test_every_generated_file_passes_the_validator():
@@ -73,7 +65,7 @@ def test_same_seed_is_byte_identical_and_another_seed_differs():
 def test_a_folder_missing_some_files_is_refused_untouched_and_seeds_get_their_own_folder(tmp_path):
     user = tmp_path / "question_formation_data"
     user.mkdir()
-    (user / "question.val").write_text("the newt does swim . decl\tthe newt does swim .\n")
+    (user / "question.val").write_text(QF[0] + "\n")
     with pytest.raises(HierGenError, match=r"holds question.val but not question.train, question.test: "):
         load_task(DataConfig(dataset="question", data_dir=str(tmp_path)), ["val"])
     assert os.listdir(user) == ["question.val"]

@@ -3,18 +3,9 @@ import json
 
 import pytest
 
-from data_helpers import REFERENCE
 from data_utils import question, tense
-from data_utils.lines import split_line
+from helpers import QF_TEST, QF_TYPE, REFERENCE, parse_qf, parse_ti
 from vocabulary import WordVocabulary
-
-
-def qf(line):
-    return question.parse_line(*split_line(line))
-
-
-def ti(line):
-    return tense.parse_line(*split_line(line))
 
 
 def test_qf_vocabulary_matches_research_ids():
@@ -40,17 +31,17 @@ def test_each_task_has_30_distinct_frames_and_374_iid_qf_types():
 
 
 def test_qf_quest_fronts_the_main_auxiliary_and_names_both_rules():
-    e = qf("my raven that doesn't sleep does change . quest\tdoes my raven that doesn't sleep change ?")
+    e = parse_qf(QF_TEST[0])
     assert e.target.out_index == 0 and e.target.gold == "does"
     assert e.target.candidates == ("do", "does", "don't", "doesn't")
     assert e.target.answers == (("hierarchical", "does"), ("linear", "doesn't"))
     assert e.meta == {"subject": "src_i", "main": 5, "n_aux": 2}
-    assert e.type_tag == "det n_s rel aux_s v_intrans aux_s v_intrans quest\taux_s det n_s rel aux_s v_intrans v_intrans"
+    assert e.type_tag == QF_TYPE[0]
 
 
 def test_qf_unambiguous_quest_has_no_answers_and_decl_no_target():
-    assert qf("the walrus doesn't move . quest\tdoesn't the walrus move ?").target.answers == ()
-    assert qf("the walrus doesn't move . decl\tthe walrus doesn't move .").target is None
+    assert parse_qf("the walrus doesn't move . quest\tdoesn't the walrus move ?").target.answers == ()
+    assert parse_qf("the walrus doesn't move . decl\tthe walrus doesn't move .").target is None
 
 
 def test_qf_gen_acceptance_rule():
@@ -64,14 +55,15 @@ def test_qf_gen_acceptance_rule():
 
 
 def test_ti_present_agrees_with_controllers_and_targets_the_main_verb():
-    e = ti("my zebra below the vultures changed . PRESENT\tmy zebra below the vultures changes .")
+    e = parse_ti("my zebra below the vultures changed . PRESENT\tmy zebra below the vultures changes .")
     assert e.target.out_index == 5 and e.target.gold == "changes" and e.target.candidates is None
     assert e.target.answers == (("agree_subject", "changes"), ("agree_recent", "change"))
-    e = ti("the orangutans that comforted some walrus accepted my yak that remembered my salamander . "
-           "PRESENT\tthe orangutans that comfort some walrus accept my yak that remembers my salamander .")
+    e = parse_ti("the orangutans that comforted some walrus accepted my yak that remembered my salamander . "
+                 "PRESENT\tthe orangutans that comfort some walrus accept my yak that remembers my salamander .")
     assert e.target.out_index == 6 and e.target.gold == "accept"
     assert e.target.answers == (("agree_subject", "accept"), ("agree_recent", "accepts"))
     assert e.meta == {"subject": "src_t", "main": 6, "attractor": True}
-    e = ti("your unicorns that our xylophone comforted read . PRESENT\tyour unicorns that our xylophone comforts read .")
+    e = parse_ti("your unicorns that our xylophone comforted read . PRESENT\t"
+                 "your unicorns that our xylophone comforts read .")
     assert e.target.gold == "read" and e.target.answers == (("agree_subject", "read"), ("agree_recent", "reads"))
-    assert ti("the salamanders upon my newts read . PAST\tthe salamanders upon my newts read .").target is None
+    assert parse_ti("the salamanders upon my newts read . PAST\tthe salamanders upon my newts read .").target is None

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from data_helpers import REFERENCE, chi2_p, generated
 from data_utils import question, tense
 from data_utils.lines import read_examples
+from helpers import REFERENCE, chi2_p, generated, lines, qf_path, ti_path
 
 pytestmark = pytest.mark.skipif(not REFERENCE.exists(), reason="../shared/reference is absent")
 
@@ -43,13 +43,13 @@ def test_iid_aggregates_match_the_spec():
 
 def test_qf_gen_types_match_the_research_test_set():
     research = json.loads((REFERENCE / "tiny_qf_expected.json").read_text())["test_aux_per_type"]
-    types = Counter(t.replace("\t", " ") for t in Path(generated(), "question_formation_data", "question.test.type").read_text().splitlines())
+    types = Counter(t.replace("\t", " ") for t in lines(qf_path("question.test.type")))
     assert set(types) == set(research)
     assert chi2_p(types, Counter({t: count for t, (_, count) in research.items()})) > 0.001
 
 
 def test_typed_val_subsplit_sizes_are_plausible():
     for kind in tense.SUBSPLITS:
-        mine = len(Path(generated(), "tense_inflection_data", f"tense.val_{kind}").read_text().splitlines())
-        released = len((REFERENCE / f"tense.val_{kind}").read_text().splitlines())
+        mine = len(lines(ti_path(f"tense.val_{kind}")))
+        released = len(lines(REFERENCE / f"tense.val_{kind}"))
         assert abs(mine - released) <= 4 * math.sqrt(released) + 5, kind

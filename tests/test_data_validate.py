@@ -1,17 +1,14 @@
 """Every loaded line is validated; a bad line names file:line and what is wrong."""
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from data_helpers import REFERENCE, write_files
 from data_utils import generate, question, tense
 from data_utils.lines import read_examples
+from helpers import QF, QF_TEST, QF_TYPE, REFERENCE, assert_one_line, run_python, write_files
 from util import HierGenError
 
-GOOD = ["the newt does swim . decl\tthe newt does swim .",
-        "the newt does swim . quest\tdoes the newt swim ?"]
+GOOD = QF[:2]
 BAD_QF = {
     "wrong transformation": ("the newts do swim . quest\tthe newts do swim ?", "not the quest form"),
     "unknown word": ("the gnu does swim . decl\tthe gnu does swim .", "unknown word 'gnu'"),
@@ -66,10 +63,9 @@ def test_reference_files_pass_the_validator():
 
 
 def _qf_dir_with_bad_train(root: Path) -> Path:
-    test = ["my raven that doesn't sleep does change . quest\tdoes my raven that doesn't sleep change ?"]
     write_files(root / "question_formation_data", {
-        "question.train": GOOD + [BAD_QF["wrong transformation"][0]], "question.val": GOOD, "question.test": test,
-        "question.test.type": ["det n_s rel aux_s v_intrans aux_s v_intrans quest\taux_s det n_s rel aux_s v_intrans v_intrans"]})
+        "question.train": GOOD + [BAD_QF["wrong transformation"][0]], "question.val": GOOD, "question.test": QF_TEST,
+        "question.test.type": QF_TYPE})
     return root / "question_formation_data" / "question.train"
 
 
@@ -77,14 +73,15 @@ def test_generator_cli_reports_a_bad_user_file_in_one_line_with_exit_2(tmp_path,
     bad = _qf_dir_with_bad_train(tmp_path)
     assert generate.main(["--task", "question", "--data_dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{bad}:3: " in err and "Traceback" not in err
+    assert_one_line(err, f"{bad}:3: ")
+    assert "Traceback" not in err
 
 
 def test_generator_module_exits_2_without_traceback(tmp_path):
     _qf_dir_with_bad_train(tmp_path)
-    run = subprocess.run([sys.executable, "-m", "data_utils.generate", "--task", "question", "--data_dir", str(tmp_path)],
-                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    assert run.returncode == 2 and run.stderr.startswith("error: ") and run.stderr.count("\n") == 1
+    run = run_python("-m", "data_utils.generate", "--task", "question", "--data_dir", str(tmp_path))
+    assert run.returncode == 2 and run.stderr.startswith("error: ")
+    assert_one_line(run.stderr)
 
 
 def test_mismatched_type_file_is_rejected(tmp_path):
@@ -103,7 +100,8 @@ def test_mismatched_type_file_is_rejected(tmp_path):
 def test_generator_flags_are_refused_in_one_line(tmp_path, capsys, flags, message):
     assert generate.main([*flags, "--data_dir", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert err.startswith("error: ")
+    assert_one_line(err, message)
     assert not (tmp_path / "data").exists()
 
 

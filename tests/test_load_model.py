@@ -7,28 +7,30 @@ import shutil
 import pytest
 import torch
 
-import train_transformers
 from checkpoint import load_model, research_state_dict
 from config import parse_config
 from data_utils.load import load_task
 from evaluation import evaluate, make_eval_batches
+from helpers import REFERENCE, REFERENCE_CHECKPOINT, RESEARCH_MODEL, batch_of, eval_events, lines, model_flags, train
 from transformer_helpers import create_model
 from util import HierGenError
 
-from test_model_reference import REFERENCE, batch_of, val_lines
-
-TINY = ["--encoder_n_layers", "2", "--vec_dim", "32", "--n_heads", "2", "--tied-embedding",
-        "--dataset", "question", "--seed", "4"]
-RESEARCH_FLAGS = ["--encoder_n_layers", "2", "--vec_dim", "128", "--n_heads", "4", "--tied-embedding",
-                  "--dataset", "question_qf_disamb"]
-needs_reference = pytest.mark.skipif(not (REFERENCE / "tiny_qf_checkpoint_1000.pth").exists(),
+TINY = [*model_flags(2, 32, 2), "--dataset", "question", "--seed", "4"]
+needs_reference = pytest.mark.skipif(not REFERENCE_CHECKPOINT.exists(),
                                      reason=f"reference material not found at {REFERENCE}")
 
 
+def first_val_lines(n: int) -> list[str]:
+    return lines(REFERENCE / "question.val")[:n]
+
+
+def expected() -> dict:
+    return json.loads((REFERENCE / "tiny_qf_expected.json").read_text())
+
+
 def test_our_checkpoint_reevaluates_to_the_metrics_logged_when_it_was_saved(data_dir, tmp_path):
-    assert train_transformers.main(["--data_dir", data_dir, *TINY, "--callback", "--lr", "3e-3",
-                                    "--num_warmup_steps", "2", "--max_train_steps", "6", "--eval_every", "3",
-                                    "--save_every", "3", "--save_dir", str(tmp_path), "--save_prefix", "r"]) == 0
+    assert train(data_dir, *TINY, "--callback", "--lr", "3e-3", "--num_warmup_steps", "2", "--max_train_steps", "6",
+                 "--eval_every", "3", "--save_every", "3", "--save_dir", str(tmp_path), "--save_prefix", "r") == 0
     loaded = load_model(tmp_path / "r" / "checkpoint_3.pth")
     assert loaded.step == 3 and not loaded.model.training
     assert loaded.config.args == json.loads((tmp_path / "r" / "args.json").read_text())
@@ -38,35 +40,31 @@ def test_our_checkpoint_reevaluates_to_the_metrics_logged_when_it_was_saved(data
     for split, examples in task.eval.items():
         result = evaluate(loaded.objective, make_eval_batches(examples, loaded.vocab, 32), "cpu")
         metrics.update(result.metrics(split, callback=True))
-    logged = next(e for line in open(tmp_path / "r" / "metrics.jsonl")
-                  if (e := json.loads(line))["iteration"] == 3 and "curr-val-ppl" in e)
+    logged = eval_events(tmp_path / "r")[3]
     assert "test_aux" in metrics and len(metrics) > 10
     assert metrics == pytest.approx({k: logged[k] for k in metrics}, rel=1e-6)
 
 
 @needs_reference
 def test_a_research_checkpoint_with_its_args_json_beside_it(tmp_path):
-    shutil.copy(REFERENCE / "tiny_qf_checkpoint_1000.pth", tmp_path / "checkpoint.pth")
+    shutil.copy(REFERENCE_CHECKPOINT, tmp_path / "checkpoint.pth")
     shutil.copy(REFERENCE / "tiny_qf_args.json", tmp_path / "args.json")
     loaded = load_model(tmp_path / "checkpoint.pth")
-    expected = json.loads((REFERENCE / "tiny_qf_expected.json").read_text())
-    assert loaded.vocab.words == expected["vocab"]
+    assert loaded.vocab.words == expected()["vocab"]
     assert loaded.step == 1000 and loaded.config.model.vec_dim == 128
     with torch.no_grad():
-        loss = loaded.objective(batch_of(val_lines()[:16], loaded.vocab)).loss
-    assert loss.item() == pytest.approx(expected["val16_loss"], abs=1e-5)
+        loss = loaded.objective(batch_of(first_val_lines(16), loaded.vocab)).loss
+    assert loss.item() == pytest.approx(expected()["val16_loss"], abs=1e-5)
 
 
 @needs_reference
 def test_a_research_checkpoint_with_flags_and_without_arguments():
-    path = REFERENCE / "tiny_qf_checkpoint_1000.pth"
-    loaded = load_model(path, flags=RESEARCH_FLAGS)
-    expected = json.loads((REFERENCE / "tiny_qf_expected.json").read_text())
+    loaded = load_model(REFERENCE_CHECKPOINT, flags=[*RESEARCH_MODEL, "--dataset", "question_qf_disamb"])
     with torch.no_grad():
-        loss = loaded.objective(batch_of(val_lines()[:16], loaded.vocab)).loss
-    assert loss.item() == pytest.approx(expected["val16_loss"], abs=1e-5)
+        loss = loaded.objective(batch_of(first_val_lines(16), loaded.vocab)).loss
+    assert loss.item() == pytest.approx(expected()["val16_loss"], abs=1e-5)
     with pytest.raises(HierGenError, match="records no arguments and there is no args.json") as error:
-        load_model(path)
+        load_model(REFERENCE_CHECKPOINT)
     assert "\n" not in str(error.value)
 
 

@@ -1,22 +1,16 @@
 """Saving and loading weights in the research layout, and one-line errors for bad files."""
-import os
-from pathlib import Path
+import functools
 
 import pytest
 import torch
 
 from checkpoint import load_checkpoint_file, load_model_weights, research_state_dict
-from transformer_helpers import ModelConfig, create_lm
+from helpers import Payload, tiny_model
 from util import HierGenError
 
 TOKENS = torch.tensor([[12, 3, 5, 7, 1, 2], [12, 4, 4, 9, 0, 0]])
 LENGTHS = torch.tensor([6, 4])
-
-
-def tiny_lm(seed: int = 0, n_words: int = 11, **overrides):
-    torch.manual_seed(seed)
-    cfg = dict(vec_dim=32, n_heads=4, encoder_n_layers=2, tied_embedding=True)
-    return create_lm(ModelConfig(**{**cfg, **overrides}), n_words).eval()
+tiny_lm = functools.partial(tiny_model, tied_embedding=True)
 
 
 def logits(model) -> torch.Tensor:
@@ -78,16 +72,6 @@ def test_unreadable_files_are_user_errors(tmp_path):
     for path in (tmp_path / "missing.pth", tmp_path, truncated, noise, listing):
         assert_one_line_error(path, None, str(path))
     assert_one_line_error(str(tmp_path / "missing.pth"), None, "does not exist")
-
-
-class Payload:
-    """Unpickling this would run a shell command that creates a file."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_pickled_code_is_refused_without_running_it(tmp_path):

@@ -4,28 +4,18 @@ import copy
 import pytest
 import torch
 
-from collate import IGNORE, collate
-from data_utils.example import EvalTarget, Example
-from evaluation import evaluate
 from checkpoint import load_model_weights, research_state_dict
+from collate import IGNORE
+from evaluation import evaluate
+from helpers import BATCH_LINES as LINES, TINY_MODEL, batch_of, tiny_model, vocab_of
 from interfaces import (ClassifierInterface, GatedLMInterface, LanguageModelInterface, ObjectiveConfig,
                         Seq2SeqInterface, make_objective)
 from interfaces.batch_views import decoder_view, source_view
 from models.head_gates import gate_openness, head_gates, l0_norm, prune_heads
-from sequence import encode
-from transformer_helpers import ModelConfig, create_model
+from transformer_helpers import ModelConfig
 from util import HierGenError
-from vocabulary import WordVocabulary
 
-LINES = [
-    "the yak does swim . quest\tdoes the yak swim ?",
-    "my newt doesn't read . decl\tmy newt doesn't read .",
-    "the zebras who do swim don't eat . quest\tdon't the zebras who do swim eat ?",
-    "your yaks don't read . quest\tdon't your yaks read ?",
-    "the newt that doesn't eat does swim . quest\tdoes the newt that doesn't eat swim ?",
-    "my zebras that do read do swim . quest\tdo my zebras that do read swim ?",
-]
-AUXILIARIES = ("do", "does", "don't", "doesn't")
+FAMILY_MODEL = dict(n_heads=2, dropout=0.0, tied_embedding=True)  # on top of helpers.TINY_MODEL
 FAMILIES = {
     "lm": dict(),
     "gated": dict(gated_model=True),
@@ -35,31 +25,21 @@ FAMILIES = {
 }
 INTERFACES = {"lm": LanguageModelInterface, "gated": GatedLMInterface, "enc_dec": Seq2SeqInterface,
               "enc": ClassifierInterface, "enc_causal": ClassifierInterface}
-
-
-def example(line: str, out_index: int = 0) -> Example:
-    source, output = (part.split() for part in line.split("\t"))
-    target = EvalTarget(out_index, output[out_index], AUXILIARIES) if source[-1] == "quest" else None
-    return Example(tuple(source[:-1]), source[-1], tuple(output), target)
-
-
-VOCAB = WordVocabulary(w for line in LINES for e in [example(line)] for w in e.words)
+VOCAB = vocab_of(LINES)
 
 
 def make_batch(lines=LINES, out_index: int = 0):
-    return collate([encode(example(line, out_index), VOCAB) for line in lines], len(VOCAB) + 2)
+    return batch_of(lines, VOCAB, out_index)
 
 
-def model_config(family: str, **overrides) -> ModelConfig:
-    return ModelConfig(**{**dict(vec_dim=32, n_heads=2, encoder_n_layers=2, dropout=0.0,
-                                 tied_embedding=True), **FAMILIES[family], **overrides})
+def model_config(family: str) -> ModelConfig:
+    return ModelConfig(**{**TINY_MODEL, **FAMILY_MODEL, **FAMILIES[family]})
 
 
-def build(family: str, seed: int = 0, objective: ObjectiveConfig = ObjectiveConfig(), **overrides):
-    torch.manual_seed(seed)
-    cfg = model_config(family, **overrides)
-    model = create_model(cfg, len(VOCAB))
-    return model, make_objective(cfg, model, objective)
+def build(family: str, seed: int = 0, objective: ObjectiveConfig = ObjectiveConfig()):
+    """A fresh model of `family` in training mode, and its objective."""
+    model = tiny_model(seed, len(VOCAB), **{**FAMILY_MODEL, **FAMILIES[family]}).train()
+    return model, make_objective(model_config(family), model, objective)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -5,14 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import tiny_model as tiny_lm
 from transformer_helpers import ModelConfig, create_lm
 from util import HierGenError
-
-
-def tiny_lm(seed: int = 0, n_words: int = 11, **overrides) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    cfg = dict(vec_dim=32, n_heads=4, encoder_n_layers=2, dropout=0.1)
-    return create_lm(ModelConfig(**{**cfg, **overrides}), n_words).eval()
 
 
 def random_tokens(batch: int, length: int, n_tokens: int = 13, seed: int = 1) -> torch.Tensor:

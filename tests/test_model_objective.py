@@ -3,31 +3,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from collate import IGNORE, TokenBatch, collate
-from data_utils.example import EvalTarget, Example
+from collate import IGNORE, TokenBatch
+from helpers import BATCH_LINES, batch_of, tiny_model, vocab_of
 from interfaces import LanguageModelInterface
-from sequence import encode
-from transformer_helpers import ModelConfig, create_lm
-from vocabulary import WordVocabulary
 
-LINES = [
-    "the yak does swim . quest\tdoes the yak swim ?",
-    "my newt doesn't read . decl\tmy newt doesn't read .",
-    "the zebras who do swim don't eat . quest\tdon't the zebras who do swim eat ?",
-]
-AUXILIARIES = ("do", "does", "don't", "doesn't")
-
-
-def example(line: str) -> Example:
-    source, output = (part.split() for part in line.split("\t"))
-    target = EvalTarget(0, output[0], AUXILIARIES) if source[-1] == "quest" else None
-    return Example(tuple(source[:-1]), source[-1], tuple(output), target)
+LINES = BATCH_LINES[:3]  # two questions and a declarative
 
 
 def make_batch():
-    examples = [example(line) for line in LINES]
-    vocab = WordVocabulary(w for e in examples for w in e.words)
-    return collate([encode(e, vocab) for e in examples], len(vocab) + 2), len(vocab)
+    vocab = vocab_of(LINES)
+    return batch_of(LINES, vocab), len(vocab)
 
 
 class FixedLogits(nn.Module):
@@ -43,9 +28,7 @@ class FixedLogits(nn.Module):
 
 def test_lm_loss_is_the_token_mean_over_all_real_targets():
     batch, n_words = make_batch()
-    torch.manual_seed(0)
-    out = LanguageModelInterface(create_lm(ModelConfig(vec_dim=16, n_heads=2, encoder_n_layers=1),
-                                                n_words).eval())(batch)
+    out = LanguageModelInterface(tiny_model(0, n_words, vec_dim=16, n_heads=2, encoder_n_layers=1))(batch)
     expected = F.cross_entropy(out.logits.flatten(0, 1), batch.targets.flatten(),
                                ignore_index=IGNORE)
     torch.testing.assert_close(out.loss, expected)

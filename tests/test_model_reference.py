@@ -1,23 +1,19 @@
 """Conformance with a checkpoint trained by the research code (needs ../shared/reference)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from checkpoint import load_model_weights
-from collate import IGNORE, collate
-from data_utils.example import EvalTarget, Example
+from collate import IGNORE
+from helpers import REFERENCE, REFERENCE_CHECKPOINT, batch_of, lines
 from interfaces import LanguageModelInterface
-from sequence import encode
 from transformer_helpers import ModelConfig, create_lm
 from vocabulary import WordVocabulary
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-pytestmark = pytest.mark.skipif(not (REFERENCE / "tiny_qf_checkpoint_1000.pth").exists(),
+pytestmark = pytest.mark.skipif(not REFERENCE_CHECKPOINT.exists(),
                                 reason=f"reference material not found at {REFERENCE}")
-AUXILIARIES = ("do", "does", "don't", "doesn't")
 
 
 @pytest.fixture(scope="module")
@@ -39,21 +35,12 @@ def interface(vocab):
               "tied_embedding")
     cfg = ModelConfig(**{name: args[name] for name in fields})
     model = create_lm(cfg, len(vocab))
-    load_model_weights(model, REFERENCE / "tiny_qf_checkpoint_1000.pth")
+    load_model_weights(model, REFERENCE_CHECKPOINT)
     return LanguageModelInterface(model.eval())
 
 
-def batch_of(lines: list[str], vocab: WordVocabulary):
-    examples = []
-    for line in lines:
-        source, output = (part.split() for part in line.split("\t"))
-        target = EvalTarget(0, output[0], AUXILIARIES) if source[-1] == "quest" else None
-        examples.append(Example(tuple(source[:-1]), source[-1], tuple(output), target))
-    return collate([encode(e, vocab) for e in examples], len(vocab) + 2)
-
-
 def val_lines() -> list[str]:
-    return (REFERENCE / "question.val").read_text().splitlines()
+    return lines(REFERENCE / "question.val")
 
 
 def test_loss_and_logits_of_the_first_16_val_lines(interface, vocab, expected):

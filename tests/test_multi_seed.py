@@ -8,30 +8,20 @@ import shutil
 import pytest
 import torch
 
-import train_transformers
+from helpers import TINY_QF_RUN, assert_one_line, events, train
+from helpers import checkpoint_at as checkpoint
 
-COMMON = ["--encoder_n_layers", "1", "--vec_dim", "32", "--n_heads", "2", "--tied-embedding",
-          "--lr", "1e-3", "--num_warmup_steps", "5", "--dataset", "question", "--callback",
-          "--eval_keys", "val", "--max_train_steps", "6", "--eval_every", "3", "--save_every", "3",
+COMMON = [*TINY_QF_RUN, "--max_train_steps", "6", "--eval_every", "3", "--save_every", "3",
           "--dropout", "0"]  # no dropout: then a seed computes exactly what its single run does
-
-
-def events(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def checkpoint(run_dir: str, step: int) -> dict:
-    return torch.load(os.path.join(run_dir, f"checkpoint_{step}.pth"), weights_only=True)
 
 
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("seeds"))
-    args = ["--data_dir", data_dir, *COMMON, "--save_dir", out]
-    assert train_transformers.main([*args, "--seeds", "5,6,7", "--save_prefix", "multi"]) == 0
+    args = [*COMMON, "--save_dir", out]
+    assert train(data_dir, *args, "--seeds", "5,6,7", "--save_prefix", "multi") == 0
     for seed in (5, 7):
-        assert train_transformers.main([*args, "--seed", str(seed), "--save_prefix", f"single{seed}"]) == 0
+        assert train(data_dir, *args, "--seed", str(seed), "--save_prefix", f"single{seed}") == 0
     return out
 
 
@@ -53,13 +43,15 @@ def test_each_seed_starts_like_its_single_run_and_sees_its_batches(runs, seed):
     for step in (3, 6):
         order_multi, order_single = checkpoint(multi, step)["sampler_state"], checkpoint(single, step)["sampler_state"]
         assert torch.equal(order_multi["perm"], order_single["perm"]) and order_multi["pos"] == order_single["pos"]
-    for a, b in zip(events(multi), events(single), strict=True):
-        assert a.keys() == b.keys()
-        for key, value in b.items():
-            assert a[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    assert_same_events(multi, single)
     end_multi, end_single = checkpoint(multi, 6)["model_state_dict"], checkpoint(single, 6)["model_state_dict"]
     for name, tensor in end_single.items():
         torch.testing.assert_close(end_multi[name], tensor, rtol=1e-5, atol=1e-5)
+
+
+def resume(data_dir: str, save_dir, *flags: str) -> int:
+    """Resume (or start) the run of `flags` in save_dir: the exit code."""
+    return train(data_dir, *COMMON, "--save_dir", str(save_dir), *flags, "--resume")
 
 
 def unfinished_copy(runs: str, name: str, save_dir) -> str:
@@ -86,15 +78,13 @@ def test_a_seed_directory_resumes_to_the_end_as_a_single_run(runs, data_dir, tmp
         torch.testing.assert_close(state["optimizer_state_dict"]["state"][index]["exp_avg"], moments["exp_avg"],
                                    rtol=1e-4, atol=1e-7)
     resumed = unfinished_copy(runs, "multi_seed5", tmp_path)
-    assert train_transformers.main(["--data_dir", data_dir, *COMMON, "--save_dir", str(tmp_path),
-                                    "--seed", "5", "--save_prefix", "multi_seed5", "--resume"]) == 0
+    assert resume(data_dir, tmp_path, "--seed", "5", "--save_prefix", "multi_seed5") == 0
     assert_same_run(resumed, os.path.join(runs, "multi_seed5"))
 
 
 def test_a_multi_seed_run_resumes_every_seed(runs, data_dir, tmp_path):
     copies = [unfinished_copy(runs, f"multi_seed{seed}", tmp_path) for seed in (5, 6, 7)]
-    assert train_transformers.main(["--data_dir", data_dir, *COMMON, "--save_dir", str(tmp_path),
-                                    "--seeds", "5,6,7", "--save_prefix", "multi", "--resume"]) == 0
+    assert resume(data_dir, tmp_path, "--seeds", "5,6,7", "--save_prefix", "multi") == 0
     for seed, copy in zip((5, 6, 7), copies):
         assert_same_run(copy, os.path.join(runs, f"multi_seed{seed}"))
 
@@ -106,18 +96,22 @@ def test_a_seed_recorded_with_the_whole_seed_list_still_resumes(runs, data_dir, 
     state = torch.load(path, weights_only=True)
     state["args"] = {**state["args"], "seeds": "5,6,7", "save_prefix": "multi"}
     torch.save(state, path)
-    assert train_transformers.main(["--data_dir", data_dir, *COMMON, "--save_dir", str(tmp_path),
-                                    "--seed", "6", "--save_prefix", "multi_seed6", "--resume"]) == 0
+    assert resume(data_dir, tmp_path, "--seed", "6", "--save_prefix", "multi_seed6") == 0
     assert_same_run(copy, os.path.join(runs, "multi_seed6"))
+
+
+def assert_same_events(run_dir: str, expected_dir: str) -> None:
+    """The two runs logged the same events, with the same values up to float noise."""
+    for a, b in zip(events(run_dir), events(expected_dir), strict=True):
+        assert a.keys() == b.keys()
+        for key, value in b.items():
+            assert a[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
 def assert_same_run(resumed: str, uninterrupted: str) -> None:
     """The resumed run logged the same events and ended with the same weights (within float noise:
     a single-seed step and a stacked one round differently)."""
-    for a, b in zip(events(resumed), events(uninterrupted), strict=True):
-        assert a.keys() == b.keys()
-        for key, value in b.items():
-            assert a[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    assert_same_events(resumed, uninterrupted)
     end, expected = checkpoint(resumed, 6), checkpoint(uninterrupted, 6)
     assert end["step"] == 6
     assert {**end["args"], "resume": False, "save_dir": None} == {**expected["args"], "save_dir": None}
@@ -131,7 +125,7 @@ def assert_same_run(resumed: str, uninterrupted: str) -> None:
     (["--seeds", "1,2", "--not_lm"], "--seeds"),
 ])
 def test_bad_seed_lists_are_refused(data_dir, tmp_path, capsys, flags, message):
-    code = train_transformers.main(["--data_dir", data_dir, *COMMON, *flags, "--save_dir", str(tmp_path / "out")])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and message in err
+    code = train(data_dir, *COMMON, *flags, "--save_dir", str(tmp_path / "out"))
+    assert code == 2
+    assert_one_line(capsys.readouterr().err, message)
     assert not (tmp_path / "out").exists()

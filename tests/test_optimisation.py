@@ -6,20 +6,19 @@ import math
 import pytest
 import torch
 
+from helpers import tiny_model
 from training_utils import clip_gradients, make_optimizer
-from transformer_helpers import ModelConfig, create_lm
 
 TOKENS = torch.tensor([[12, 3, 5, 7, 1, 2], [12, 4, 4, 9, 0, 0]])
 LENGTHS = torch.tensor([6, 4])
 
 
 def tiny_lm(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return create_lm(ModelConfig(vec_dim=16, n_heads=2, encoder_n_layers=2, dropout=0.0), 20)
+    return tiny_model(seed, 20, vec_dim=16, n_heads=2)
 
 
 def backward(model: torch.nn.Module) -> list[torch.Tensor]:
-    (model.eval()(TOKENS, LENGTHS) ** 2).mean().backward()
+    (model(TOKENS, LENGTHS) ** 2).mean().backward()
     return [p.grad for p in model.parameters()]
 
 

@@ -1,7 +1,6 @@
 """Runs that are killed, preempted, fed bad checkpoints or diverge (subprocesses, tiny models)."""
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import random
@@ -13,33 +12,33 @@ import time
 import pytest
 import torch
 
-import train_transformers
 import training_utils
+from helpers import REPO, TINY_QF_RUN, Payload, assert_one_line, checkpoint_at, events, run_python, train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--encoder_n_layers", "1", "--vec_dim", "32", "--n_heads", "2", "--tied-embedding",
-        "--lr", "1e-3", "--num_warmup_steps", "5", "--seed", "7", "--dataset", "question",
-        "--subset_train_frac", "0.02", "--callback", "--eval_keys", "val"]
+TINY = [*TINY_QF_RUN, "--seed", "7", "--subset_train_frac", "0.02"]
 STEPS = 60
 
 
-def command(data_dir: str, save_dir: str, *extra: str) -> list[str]:
-    return [sys.executable, "train_transformers.py", "--data_dir", data_dir, *TINY,
+def command(data_dir: str, save_dir: str) -> list[str]:
+    """The command line, after python, of the run these tests interrupt: it starts the run or resumes it."""
+    return ["train_transformers.py", "--data_dir", data_dir, *TINY,
             "--max_train_steps", str(STEPS), "--eval_every", "10", "--save_every", "4",
-            "--save_dir", save_dir, "--save_prefix", "run", "--resume", *extra]
+            "--save_dir", save_dir, "--save_prefix", "run", "--resume"]
 
 
 def start(data_dir: str, save_dir: str) -> subprocess.Popen:
-    return subprocess.Popen(command(data_dir, save_dir), cwd=REPO, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, *command(data_dir, save_dir)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
-def final_state(run_dir: str) -> dict:
-    return torch.load(os.path.join(run_dir, f"checkpoint_{STEPS}.pth"), weights_only=True)
+def short_run(data_dir: str, save_dir, prefix: str, steps: int) -> int:
+    """An in-process run of `steps` steps, saving every 4, into save_dir/prefix: its exit code."""
+    return train(data_dir, *TINY, "--max_train_steps", str(steps), "--eval_every", "10", "--save_every", "4",
+                 "--save_dir", str(save_dir), "--save_prefix", prefix)
 
 
 def assert_same_run(run_dir: str, reference_dir: str) -> None:
-    ours, ref = final_state(run_dir), final_state(reference_dir)
+    ours, ref = checkpoint_at(run_dir, STEPS), checkpoint_at(reference_dir, STEPS)
     for key in ("model_state_dict", "optimizer_state_dict"):
         flat_ours, flat_ref = _tensors(ours[key]), _tensors(ref[key])
         assert flat_ours.keys() == flat_ref.keys()
@@ -80,7 +79,7 @@ def wait_for_progress(run_dir: str, proc: subprocess.Popen, after: float) -> Non
 def reference_run(data_dir, tmp_path_factory) -> str:
     """An uninterrupted run of the same command."""
     save_dir = tmp_path_factory.mktemp("reference")
-    proc = subprocess.run(command(data_dir, str(save_dir)), cwd=REPO, capture_output=True, text=True)
+    proc = run_python(*command(data_dir, str(save_dir)))
     assert proc.returncode == 0, proc.stderr
     return str(save_dir / "run")
 
@@ -118,7 +117,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_run(data_
         kills += 1
         torn += bool(torn_saves(run_dir) - before)  # this kill interrupted a checkpoint save
     assert kills >= 5 and torn >= 2, (kills, torn)
-    proc = subprocess.run(command(data_dir, str(tmp_path)), cwd=REPO, capture_output=True, text=True)
+    proc = run_python(*command(data_dir, str(tmp_path)))
     assert proc.returncode == 0, proc.stderr
     assert not [n for n in os.listdir(run_dir) if ".tmp" in n]  # leftovers of torn writes are gone
     assert_same_run(run_dir, reference_run)
@@ -135,20 +134,10 @@ def test_sigterm_checkpoints_exits_75_and_resume_finishes_the_same(data_dir, ref
     stopped = int(err.split(" at step ")[1].split(";")[0])
     assert 0 < stopped < STEPS
     assert os.path.exists(os.path.join(run_dir, f"checkpoint_{stopped}.pth"))
-    proc = subprocess.run(command(data_dir, str(tmp_path)), cwd=REPO, capture_output=True, text=True)
+    proc = run_python(*command(data_dir, str(tmp_path)))
     assert proc.returncode == 0, proc.stderr
     assert f"resuming {run_dir} from step {stopped}" in proc.stdout
     assert_same_run(run_dir, reference_run)
-
-
-class _Payload:
-    """Unpickling this runs `touch <marker>`: a checkpoint must never be able to do that."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.mark.parametrize("kind", ["pickled code", "truncated"])
@@ -156,16 +145,15 @@ def test_unsafe_or_truncated_checkpoints_are_refused(data_dir, tmp_path, kind):
     marker = tmp_path / "pwned"
     path = tmp_path / "bad.pth"
     if kind == "pickled code":
-        torch.save({"model_state_dict": {}, "evil": _Payload(str(marker))}, path, pickle_module=pickle)
+        torch.save({"model_state_dict": {}, "evil": Payload(marker)}, path, pickle_module=pickle)
     else:
         good = tmp_path / "good.pth"
         torch.save({"model_state_dict": {"x": torch.zeros(1000)}}, good)
         path.write_bytes(good.read_bytes()[:2000])
-    proc = subprocess.run([sys.executable, "train_transformers.py", "--data_dir", data_dir, *TINY,
-                           "--model_load_path", str(path), "--save_dir", str(tmp_path / "out")],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = run_python("train_transformers.py", "--data_dir", data_dir, *TINY,
+                      "--model_load_path", str(path), "--save_dir", str(tmp_path / "out"))
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and str(path) in proc.stderr
+    assert_one_line(proc.stderr, str(path))
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
@@ -188,26 +176,22 @@ def test_nonfinite_loss_stops_at_that_step_keeping_the_last_checkpoint(data_dir,
         return call
 
     monkeypatch.setattr(training_utils, "make_objective", poisoned)
-    code = train_transformers.main(["--data_dir", data_dir, *TINY, "--max_train_steps", "20",
-                                    "--eval_every", "10", "--save_every", "4",
-                                    "--save_dir", str(tmp_path), "--save_prefix", "nan"])
+    code = short_run(data_dir, tmp_path, "nan", 20)
     err = capsys.readouterr().err
     run_dir = tmp_path / "nan"
-    assert code == 1 and err.count("\n") == 1
-    assert "non-finite loss" in err and "at step 7" in err and str(run_dir / "checkpoint_4.pth") in err
+    assert code == 1
+    assert_one_line(err, "non-finite loss", "at step 7", str(run_dir / "checkpoint_4.pth"))
     assert sorted(n for n in os.listdir(run_dir) if n.endswith(".pth")) == ["checkpoint_0.pth", "checkpoint_4.pth"]
-    state = torch.load(run_dir / "checkpoint_4.pth", weights_only=True)
+    state = checkpoint_at(run_dir, 4)
     assert all(torch.isfinite(t).all() for t in state["model_state_dict"].values())
-    events = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
-    assert max(e["iteration"] for e in events) == 6
+    assert max(e["iteration"] for e in events(run_dir)) == 6
 
 
 def test_resume_refuses_other_flags(data_dir, tmp_path, capsys):
-    args = ["--data_dir", data_dir, *TINY, "--max_train_steps", "4", "--save_dir", str(tmp_path),
-            "--save_prefix", "r", "--resume"]
-    assert train_transformers.main(args) == 0
+    args = [*TINY, "--max_train_steps", "4", "--save_dir", str(tmp_path), "--save_prefix", "r", "--resume"]
+    assert train(data_dir, *args) == 0
     capsys.readouterr()
-    assert train_transformers.main([*args, "--lr", "5e-4"]) == 2
+    assert train(data_dir, *args, "--lr", "5e-4") == 2
     assert "--lr" in capsys.readouterr().err
 
 
@@ -223,15 +207,13 @@ def test_disk_full_during_a_save_keeps_the_last_checkpoint(data_dir, tmp_path, m
         real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
-    code = train_transformers.main(["--data_dir", data_dir, *TINY, "--max_train_steps", "12",
-                                    "--eval_every", "10", "--save_every", "4",
-                                    "--save_dir", str(tmp_path), "--save_prefix", "full"])
+    code = short_run(data_dir, tmp_path, "full", 12)
     err = capsys.readouterr().err
     run_dir = tmp_path / "full"
-    assert code == 1 and err.count("\n") == 1 and "No space left on device" in err
-    assert str(run_dir / "checkpoint_4.pth") in err
+    assert code == 1
+    assert_one_line(err, "No space left on device", str(run_dir / "checkpoint_4.pth"))
     assert sorted(os.listdir(run_dir)) == ["args.json", "checkpoint_0.pth", "checkpoint_4.pth", "metrics.jsonl"]
-    assert torch.load(run_dir / "checkpoint_4.pth", weights_only=True)["step"] == 4
+    assert checkpoint_at(run_dir, 4)["step"] == 4
 
 
 def test_a_signal_during_an_evaluation_still_gets_its_checkpoint(data_dir, tmp_path, monkeypatch, capsys):
@@ -244,10 +226,8 @@ def test_a_signal_during_an_evaluation_still_gets_its_checkpoint(data_dir, tmp_p
         return metrics
 
     monkeypatch.setattr(training_utils.Run, "evaluate", evaluate_then_signal)
-    code = train_transformers.main(["--data_dir", data_dir, *TINY, "--max_train_steps", "20",
-                                    "--eval_every", "10", "--save_every", "4",
-                                    "--save_dir", str(tmp_path), "--save_prefix", "sig"])
+    code = short_run(data_dir, tmp_path, "sig", 20)
     assert code == 75 and "stopped by SIGTERM at step 10" in capsys.readouterr().err
-    state = torch.load(tmp_path / "sig" / "checkpoint_10.pth", weights_only=True)
-    events = [json.loads(line) for line in open(tmp_path / "sig" / "metrics.jsonl")]
-    assert state["step"] == 10 and [e["iteration"] for e in events if "loss" in e] == list(range(1, 11))
+    state = checkpoint_at(tmp_path / "sig", 10)
+    assert state["step"] == 10
+    assert [e["iteration"] for e in events(tmp_path / "sig") if "loss" in e] == list(range(1, 11))

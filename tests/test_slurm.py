@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import REPO, checkpoint_at, events, read_jsonl
 from slurm_cluster import FINAL_STATES
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO / "submit_gpu.sh")
 # Small enough for two jobs at once on two cores; sbatch flags override the script's GPU-sized request.
 SBATCH_FLAGS = ["--gres=none", "--cpus-per-task=1", "--mem=1G", "--time=10"]
@@ -45,13 +45,8 @@ def run_dir(save_dir: Path, job_id: str) -> Path:
     return Path(path)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def final_weights(directory: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(directory / f"checkpoint_{STEPS}.pth", weights_only=True)
-    return state["model_state_dict"]
+    return checkpoint_at(directory, STEPS)["model_state_dict"]
 
 
 def test_array_tasks_train_distinct_seeds(slurm_cluster, data_dir, tmp_path):
@@ -64,7 +59,7 @@ def test_array_tasks_train_distinct_seeds(slurm_cluster, data_dir, tmp_path):
         directory = run_dir(save_dir, r["JobId"])
         seeds.add(json.loads((directory / "args.json").read_text())["seed"])
         assert any(e.get("iteration") == STEPS and "curr-val-ppl" in e
-                   for e in read_jsonl(directory / "metrics.jsonl"))
+                   for e in events(directory))
         assert (directory / "checkpoint_0.pth").exists() and (directory / f"checkpoint_{STEPS}.pth").exists()
         assert r["StdOut"] == str(tmp_path / "slurm_out" / f"hier_gen_{job}_{r['ArrayTaskId']}.out")
     assert seeds == {7, 8}
@@ -103,7 +98,7 @@ def wait_for_training_progress(save_dir: Path, job: str, timeout: float) -> None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         paths = glob.glob(str(save_dir / f"*_{job}" / "metrics.jsonl"))
-        if paths and any("loss" in e for e in read_jsonl(Path(paths[0]))):
+        if paths and any("loss" in e for e in read_jsonl(paths[0])):
             return
         time.sleep(0.2)
     raise TimeoutError(f"job {job} logged no training step in {timeout:.0f} s")
