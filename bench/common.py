@@ -16,7 +16,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import parse_config  # noqa: E402
-from layers.linear import ONEDNN_AVAILABLE, onednn_matmul  # noqa: E402
 from training_utils import Trainer  # noqa: E402
 
 # The paper's command (README), without run directory and W&B.
@@ -55,35 +54,21 @@ def forward_flops(model: torch.nn.Module, lengths: torch.Tensor) -> float:
     return n_layers * per_layer + 2 * N * d * n_tokens
 
 
-def matmul_rates() -> dict[str, float]:
-    """fp32 FLOP/s of one large square product in each CPU kernel the model can run on: PyTorch's
-    matmul (MKL) and oneDNN (layers/linear.py); median of 3 after a warm-up. The faster is the
-    machine's matmul rate: a ratio against the slower would credit the model with the library."""
+def matmul_rate() -> float:
+    """fp32 FLOP/s of one large square torch.matmul, the machine's matmul rate; median of 3 after
+    a warm-up."""
     a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
-    kernels = {"torch.matmul": lambda: a @ b}
-    if ONEDNN_AVAILABLE:
-        kernels["oneDNN"] = lambda: onednn_matmul(a, b)
-    return {name: 2 * MATMUL_SIZE ** 3 / _median_time(run) for name, run in kernels.items()}
-
-
-def _median_time(run) -> float:
-    run()
+    a @ b
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        run()
+        a @ b
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return 2 * MATMUL_SIZE ** 3 / statistics.median(times)
 
 
-def mean_rates(*measured: dict[str, float]) -> dict[str, float]:
-    """Each kernel's mean over several `matmul_rates` calls (bracketing a measurement)."""
-    return {name: statistics.mean(m[name] for m in measured) for name in measured[0]}
-
-
-def describe_rates(rates: dict[str, float]) -> str:
-    return (f"matmul {MATMUL_SIZE}³ fp32: "
-            + ", ".join(f"{name} {rate / 1e9:.1f} GFLOP/s" for name, rate in rates.items()))
+def describe_rate(rate: float) -> str:
+    return f"matmul {MATMUL_SIZE}³ fp32 {rate / 1e9:.1f} GFLOP/s"
 
 
 def describe_machine(threads: int) -> str:

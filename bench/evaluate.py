@@ -1,7 +1,7 @@
-"""Evaluation of val + test in the paper configuration: FLOP rate ÷ fp32 matmul rate (the faster
-of torch.matmul and oneDNN), and the time of the fused pass (losses and accuracy from one forward
-pass per batch, what the trainer runs) ÷ the time of two separate passes (a loss pass, then an
-accuracy pass, as the research code ran them), measured in alternating rounds in one process.
+"""Evaluation of val + test in the paper configuration: FLOP rate ÷ fp32 torch.matmul rate, and
+the time of the fused pass (losses and accuracy from one forward pass per batch, what the trainer
+runs) ÷ the time of two separate passes (a loss pass, then an accuracy pass, as the research code
+ran them), measured in alternating rounds in one process.
 
     python bench/evaluate.py --threads 1
 
@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from common import (bench_parser, describe_machine, describe_rates, forward_flops, matmul_rates,
-                    mean_rates, paper_trainer)
+from common import (bench_parser, describe_machine, describe_rate, forward_flops, matmul_rate,
+                    paper_trainer)
 
 from collate import Batch  # noqa: E402  (common puts the repository on the path)
 from evaluation import evaluate  # noqa: E402
@@ -65,27 +65,26 @@ def main() -> None:
     padded = sum(b.inputs.numel() for b in every)
     fused_times, two_pass_times, ratios, pass_ratios, mm_rates = [], [], [], [], []
     for _ in range(args.rounds):
-        before = matmul_rates()
+        before = matmul_rate()
         start = time.perf_counter()
         for batches in splits.values():
             evaluate(trainer.interface, batches, args.device)
         fused_times.append(time.perf_counter() - start)
         # a pass takes seconds: bracket it, the machine is shared
-        mm_rates.append(mean_rates(before, matmul_rates()))
-        ratios.append(flops / fused_times[-1] / max(mm_rates[-1].values()))
+        mm_rates.append((before + matmul_rate()) / 2)
+        ratios.append(flops / fused_times[-1] / mm_rates[-1])
         start = time.perf_counter()
         for batches in splits.values():
             two_passes(trainer.interface, [b.to(args.device) for b in batches])
         two_pass_times.append(time.perf_counter() - start)
         pass_ratios.append(fused_times[-1] / two_pass_times[-1])
     fused, two = statistics.median(fused_times), statistics.median(two_pass_times)
-    mm = {k: statistics.median(m[k] for m in mm_rates) for k in mm_rates[0]}
     print(describe_machine(args.threads))
     print(f"{n_lines} lines of {', '.join(splits)} in {sum(map(len, splits.values()))} batches of "
           f"{batch_size}; {real} real tokens, {1 - real / padded:.1%} padding; "
           f"{flops / 1e12:.2f} TFLOP per pass")
     print(f"fused pass {fused:.2f} s = {flops / fused / 1e9:.1f} GFLOP/s; two passes {two:.2f} s; "
-          + describe_rates(mm))
+          + describe_rate(statistics.median(mm_rates)))
     print(f"evaluation FLOP rate / matmul rate: {statistics.median(ratios):.3f}; "
           f"fused pass time / two passes: {statistics.median(pass_ratios):.3f}")
 

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from layers.dropout import Dropout
 from layers.head_gate import HardConcreteGate
-from layers.linear import Linear
 from layers.packing import Packing
 
 
@@ -27,9 +26,9 @@ class MultiHeadAttention(nn.Module):
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
         self.dropout = Dropout(dropout)  # on the attention weights
-        self.data_to_q = Linear(d_model, d_model, bias=False)
-        self.data_to_kv = Linear(d_model, 2 * d_model, bias=False)
-        self.multi_head_merge = Linear(d_model, d_model, bias=False)
+        self.data_to_q = nn.Linear(d_model, d_model, bias=False)
+        self.data_to_kv = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.multi_head_merge = nn.Linear(d_model, d_model, bias=False)
         self.gate = HardConcreteGate(n_heads) if gated else None
         self.reset_parameters()
 

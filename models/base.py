@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
-from layers import Dropout, Linear, Packing, PositionalEncoding, TiedOutputMap
+from layers import Dropout, Packing, PositionalEncoding, TiedOutputMap
 
 MAX_LEN = 5000
 
@@ -34,7 +34,7 @@ class TransformerBase(nn.Module):
         if tied_embedding:
             self.output_map = TiedOutputMap(n_tokens)
         else:
-            self.output_map = Linear(d_model, n_tokens)
+            self.output_map = nn.Linear(d_model, n_tokens)
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.input_embedding.weight)
