@@ -15,6 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from collate import Batch  # noqa: E402
 from config import parse_config  # noqa: E402
 from training_utils import Trainer  # noqa: E402
 
@@ -75,3 +76,19 @@ def describe_machine(threads: int) -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"threads {threads} of {os.cpu_count()} cores; load average {load}; "
             f"torch {torch.__version__}")
+
+
+def eval_sample(trainer: Trainer, lines_per_split: int) -> dict[str, list[Batch]]:
+    """About `lines_per_split` lines of each evaluation split (0: all), in batches evenly spread
+    over the length-sorted split."""
+    per_split = -(-lines_per_split // trainer.cfg.train.eval_batch_size)
+    return {split: _spread(batches, per_split) for split, batches in trainer.eval_batches.items()}
+
+
+def _spread(batches: list[Batch], k: int) -> list[Batch]:
+    """k batches evenly spaced over the list (all of them when k is 0 or too large)."""
+    if k <= 0 or k >= len(batches):
+        return batches
+    if k == 1:
+        return batches[:1]
+    return [batches[round(i * (len(batches) - 1) / (k - 1))] for i in range(k)]

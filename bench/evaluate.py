@@ -16,7 +16,7 @@ import time
 import torch
 
 from common import (bench_parser, describe_machine, describe_rate, forward_flops, matmul_rate,
-                    paper_trainer)
+                    eval_sample, paper_trainer)
 
 from collate import Batch  # noqa: E402  (common puts the repository on the path)
 from evaluation import evaluate  # noqa: E402
@@ -38,15 +38,6 @@ def two_passes(interface, batches: list[Batch]) -> tuple[float, int]:
     return loss_sum / n_tokens, correct
 
 
-def spread(batches: list[Batch], k: int) -> list[Batch]:
-    """k batches evenly spaced over the list (all of them when k is 0 or too large)."""
-    if k <= 0 or k >= len(batches):
-        return batches
-    if k == 1:
-        return batches[:1]
-    return [batches[round(i * (len(batches) - 1) / (k - 1))] for i in range(k)]
-
-
 def main() -> None:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -57,8 +48,7 @@ def main() -> None:
     extra = [] if args.eval_batch_size is None else ["--eval_batch_size", str(args.eval_batch_size)]
     trainer = paper_trainer(args.data_dir, args.device, *extra)
     batch_size = trainer.cfg.train.eval_batch_size
-    per_split = -(-args.lines_per_split // batch_size)
-    splits = {split: spread(batches, per_split) for split, batches in trainer.eval_batches.items()}
+    splits = eval_sample(trainer, args.lines_per_split)
     every = [b for batches in splits.values() for b in batches]
     flops = sum(forward_flops(trainer.model, b.lengths) for b in every)
     n_lines, real = sum(len(b.lengths) for b in every), sum(int(b.lengths.sum()) for b in every)
