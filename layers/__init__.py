@@ -1,6 +1,5 @@
 """Building blocks of the transformer models."""
 from layers.attention import MultiHeadAttention
-from layers.dropout import Dropout
 from layers.head_gate import HardConcreteGate
 from layers.packing import Packing
 from layers.positional_encoding import PositionalEncoding
@@ -8,6 +7,6 @@ from layers.tied_output import TiedOutputMap
 from layers.transformer_layer import (TransformerDecoder, TransformerDecoderLayer,
                                       TransformerEncoder, TransformerEncoderLayer)
 
-__all__ = ["Dropout", "HardConcreteGate", "MultiHeadAttention", "Packing", "PositionalEncoding",
+__all__ = ["HardConcreteGate", "MultiHeadAttention", "Packing", "PositionalEncoding",
            "TiedOutputMap", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
            "TransformerEncoderLayer"]

@@ -8,7 +8,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layers.attention import MultiHeadAttention
-from layers.dropout import Dropout
 from layers.packing import Packing
 
 
@@ -23,7 +22,7 @@ class _PostLNLayer(nn.Module):
         self.linear2 = nn.Linear(d_ff, d_model)
         self.norm1 = nn.LayerNorm(d_model, eps=1e-5)
         self.norm2 = nn.LayerNorm(d_model, eps=1e-5)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def reset_parameters(self) -> None:
         self.self_attn.reset_parameters()
