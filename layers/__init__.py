@@ -7,6 +7,6 @@ from layers.tied_output import TiedOutputMap
 from layers.transformer_layer import (TransformerDecoder, TransformerDecoderLayer,
                                       TransformerEncoder, TransformerEncoderLayer)
 
-__all__ = ["HardConcreteGate", "MultiHeadAttention", "Packing", "PositionalEncoding",
-           "TiedOutputMap", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
+__all__ = ["HardConcreteGate", "MultiHeadAttention", "Packing", "PositionalEncoding", "TiedOutputMap",
+           "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
            "TransformerEncoderLayer"]

@@ -103,4 +103,3 @@ def test_evaluation_results_do_not_depend_on_the_batch_size(data_dir):
         assert getattr(small, field) == pytest.approx(getattr(large, field), abs=1e-5)
     assert (small.n_targets, small.n_correct, small.per_type, small.rule_counts) == \
         (large.n_targets, large.n_correct, large.per_type, large.rule_counts)
-
