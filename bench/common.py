@@ -15,9 +15,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from collate import Batch  # noqa: E402
 from config import parse_config  # noqa: E402
-from layers.linear import ONEDNN_AVAILABLE, onednn_matmul  # noqa: E402
 from trainer import Trainer  # noqa: E402
+from training_utils import Run  # noqa: E402
 
 # The paper's command (README), without run directory and W&B.
 PAPER_FLAGS = ["--callback", "--batch_size", "8", "--dataset", "question_qf_disamb",
@@ -36,10 +37,10 @@ def bench_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def paper_trainer(data_dir: str, device: str, *extra: str) -> Trainer:
-    """A Trainer of the paper configuration (fresh weights), as train_transformers.py builds it."""
+def paper_run(data_dir: str, device: str, *extra: str) -> Run:
+    """The run of the paper configuration (fresh weights), as train_transformers.py builds it."""
     return Trainer(parse_config([*PAPER_FLAGS, "--data_dir", data_dir, "--device", device, *extra],
-                                environ={}))
+                                environ={})).runs[0]
 
 
 def forward_flops(model: torch.nn.Module, lengths: torch.Tensor) -> float:
@@ -55,38 +56,40 @@ def forward_flops(model: torch.nn.Module, lengths: torch.Tensor) -> float:
     return n_layers * per_layer + 2 * N * d * n_tokens
 
 
-def matmul_rates() -> dict[str, float]:
-    """fp32 FLOP/s of one large square product in each CPU kernel the model can run on: PyTorch's
-    matmul (MKL) and oneDNN (layers/linear.py); median of 3 after a warm-up. The faster is the
-    machine's matmul rate: a ratio against the slower would credit the model with the library."""
+def matmul_rate() -> float:
+    """fp32 FLOP/s of one large square torch.matmul, the machine's matmul rate; median of 3 after
+    a warm-up."""
     a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
-    kernels = {"torch.matmul": lambda: a @ b}
-    if ONEDNN_AVAILABLE:
-        kernels["oneDNN"] = lambda: onednn_matmul(a, b)
-    return {name: 2 * MATMUL_SIZE ** 3 / _median_time(run) for name, run in kernels.items()}
-
-
-def _median_time(run) -> float:
-    run()
+    a @ b
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        run()
+        a @ b
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return 2 * MATMUL_SIZE ** 3 / statistics.median(times)
 
 
-def mean_rates(*measured: dict[str, float]) -> dict[str, float]:
-    """Each kernel's mean over several `matmul_rates` calls (bracketing a measurement)."""
-    return {name: statistics.mean(m[name] for m in measured) for name in measured[0]}
-
-
-def describe_rates(rates: dict[str, float]) -> str:
-    return (f"matmul {MATMUL_SIZE}³ fp32: "
-            + ", ".join(f"{name} {rate / 1e9:.1f} GFLOP/s" for name, rate in rates.items()))
+def describe_rate(rate: float) -> str:
+    return f"matmul {MATMUL_SIZE}³ fp32 {rate / 1e9:.1f} GFLOP/s"
 
 
 def describe_machine(threads: int) -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"threads {threads} of {os.cpu_count()} cores; load average {load}; "
             f"torch {torch.__version__}")
+
+
+def eval_sample(run: Run, lines_per_split: int) -> dict[str, list[Batch]]:
+    """About `lines_per_split` lines of each evaluation split (0: all), in batches evenly spread
+    over the length-sorted split."""
+    per_split = -(-lines_per_split // run.cfg.train.eval_batch_size)
+    return {split: _spread(batches, per_split) for split, batches in run.eval_batches.items()}
+
+
+def _spread(batches: list[Batch], k: int) -> list[Batch]:
+    """k batches evenly spaced over the list (all of them when k is 0 or too large)."""
+    if k <= 0 or k >= len(batches):
+        return batches
+    if k == 1:
+        return batches[:1]
+    return [batches[round(i * (len(batches) - 1) / (k - 1))] for i in range(k)]

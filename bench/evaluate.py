@@ -1,7 +1,7 @@
-"""Evaluation of val + test in the paper configuration: FLOP rate ÷ fp32 matmul rate (the faster
-of torch.matmul and oneDNN), and the time of the fused pass (losses and accuracy from one forward
-pass per batch, what the trainer runs) ÷ the time of two separate passes (a loss pass, then an
-accuracy pass, as the research code ran them), measured in alternating rounds in one process.
+"""Evaluation of val + test in the paper configuration: FLOP rate ÷ fp32 torch.matmul rate, and
+the time of the fused pass (losses and accuracy from one forward pass per batch, what the run
+runs) ÷ the time of two separate passes (a loss pass, then an accuracy pass, as the research code
+ran them), measured in alternating rounds in one process.
 
     python bench/evaluate.py --threads 1
 
@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from common import (bench_parser, describe_machine, describe_rates, forward_flops, matmul_rates,
-                    mean_rates, paper_trainer)
+from common import (bench_parser, describe_machine, describe_rate, forward_flops, matmul_rate,
+                    eval_sample, paper_run)
 
 from collate import Batch  # noqa: E402  (common puts the repository on the path)
 from evaluation import evaluate  # noqa: E402
@@ -38,54 +38,43 @@ def two_passes(interface, batches: list[Batch]) -> tuple[float, int]:
     return loss_sum / n_tokens, correct
 
 
-def spread(batches: list[Batch], k: int) -> list[Batch]:
-    """k batches evenly spaced over the list (all of them when k is 0 or too large)."""
-    if k <= 0 or k >= len(batches):
-        return batches
-    if k == 1:
-        return batches[:1]
-    return [batches[round(i * (len(batches) - 1) / (k - 1))] for i in range(k)]
-
-
 def main() -> None:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lines_per_split", type=int, default=512)
-    parser.add_argument("--eval_batch_size", type=int, default=None, help="default: the trainer's")
+    parser.add_argument("--eval_batch_size", type=int, default=None, help="default: the run's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     extra = [] if args.eval_batch_size is None else ["--eval_batch_size", str(args.eval_batch_size)]
-    trainer = paper_trainer(args.data_dir, args.device, *extra)
-    batch_size = trainer.cfg.train.eval_batch_size
-    per_split = -(-args.lines_per_split // batch_size)
-    splits = {split: spread(batches, per_split) for split, batches in trainer.eval_batches.items()}
+    run = paper_run(args.data_dir, args.device, *extra)
+    batch_size = run.cfg.train.eval_batch_size
+    splits = eval_sample(run, args.lines_per_split)
     every = [b for batches in splits.values() for b in batches]
-    flops = sum(forward_flops(trainer.model, b.lengths) for b in every)
+    flops = sum(forward_flops(run.model, b.lengths) for b in every)
     n_lines, real = sum(len(b.lengths) for b in every), sum(int(b.lengths.sum()) for b in every)
     padded = sum(b.inputs.numel() for b in every)
     fused_times, two_pass_times, ratios, pass_ratios, mm_rates = [], [], [], [], []
     for _ in range(args.rounds):
-        before = matmul_rates()
+        before = matmul_rate()
         start = time.perf_counter()
         for batches in splits.values():
-            evaluate(trainer.interface, batches, args.device)
+            evaluate(run.objective, batches, args.device)
         fused_times.append(time.perf_counter() - start)
         # a pass takes seconds: bracket it, the machine is shared
-        mm_rates.append(mean_rates(before, matmul_rates()))
-        ratios.append(flops / fused_times[-1] / max(mm_rates[-1].values()))
+        mm_rates.append((before + matmul_rate()) / 2)
+        ratios.append(flops / fused_times[-1] / mm_rates[-1])
         start = time.perf_counter()
         for batches in splits.values():
-            two_passes(trainer.interface, [b.to(args.device) for b in batches])
+            two_passes(run.objective, [b.to(args.device) for b in batches])
         two_pass_times.append(time.perf_counter() - start)
         pass_ratios.append(fused_times[-1] / two_pass_times[-1])
     fused, two = statistics.median(fused_times), statistics.median(two_pass_times)
-    mm = {k: statistics.median(m[k] for m in mm_rates) for k in mm_rates[0]}
     print(describe_machine(args.threads))
     print(f"{n_lines} lines of {', '.join(splits)} in {sum(map(len, splits.values()))} batches of "
           f"{batch_size}; {real} real tokens, {1 - real / padded:.1%} padding; "
           f"{flops / 1e12:.2f} TFLOP per pass")
     print(f"fused pass {fused:.2f} s = {flops / fused / 1e9:.1f} GFLOP/s; two passes {two:.2f} s; "
-          + describe_rates(mm))
+          + describe_rate(statistics.median(mm_rates)))
     print(f"evaluation FLOP rate / matmul rate: {statistics.median(ratios):.3f}; "
           f"fused pass time / two passes: {statistics.median(pass_ratios):.3f}")
 

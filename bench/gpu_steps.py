@@ -3,7 +3,7 @@
 
     python bench/gpu_steps.py
 
-Steps are timed over a run of `--steps` with one synchronisation at the end, as the trainer runs
+Steps are timed over a run of `--steps` with one synchronisation at the end, as the run runs
 them (it reads logged values off the device only every 100 steps). Each variant first runs
 `--warmup` steps: kernels, allocator, optimizer state and, compiled, the graphs for the batch
 shapes (the first two take minutes). On a machine without CUDA it says so and exits 0. The last
@@ -15,19 +15,19 @@ import time
 
 import torch
 
-from common import bench_parser, paper_trainer
+from common import bench_parser, paper_run
 
 VARIANTS = {"fp32": [], "bf16": ["--bf16"], "compile": ["--compile"], "bf16+compile": ["--bf16", "--compile"]}
 
 
 def steps_per_second(data_dir: str, device: str, flags: list[str], warmup: int, steps: int) -> float:
-    trainer = paper_trainer(data_dir, device, *flags)
+    run = paper_run(data_dir, device, *flags)
     for _ in range(warmup):
-        trainer.train_step()
+        run.train_step()
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step()
+        run.train_step()
     torch.cuda.synchronize()
     return steps / (time.perf_counter() - start)
 

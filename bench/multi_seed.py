@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import PAPER_FLAGS, bench_parser, describe_machine, paper_trainer
+from common import PAPER_FLAGS, bench_parser, describe_machine, paper_run
 from config import parse_config
 from trainer import Trainer
 
@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model_flags = shlex.split(args.model)
-    single = paper_trainer(args.data_dir, args.device, *model_flags)
+    single = paper_run(args.data_dir, args.device, *model_flags)
     seeds = ",".join(str(42 + s) for s in range(args.seeds))
     multi = Trainer(parse_config([*PAPER_FLAGS, "--data_dir", args.data_dir, "--device", args.device,
                                            "--seeds", seeds, *model_flags], environ={}))

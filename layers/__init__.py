@@ -1,14 +1,12 @@
 """Building blocks of the transformer models."""
 from layers.attention import MultiHeadAttention
-from layers.dropout import Dropout
 from layers.head_gate import HardConcreteGate
-from layers.linear import Linear
 from layers.packing import Packing
 from layers.positional_encoding import PositionalEncoding
 from layers.tied_output import TiedOutputMap
 from layers.transformer_layer import (TransformerDecoder, TransformerDecoderLayer,
                                       TransformerEncoder, TransformerEncoderLayer)
 
-__all__ = ["Dropout", "HardConcreteGate", "Linear", "MultiHeadAttention", "Packing", "PositionalEncoding",
-           "TiedOutputMap", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
+__all__ = ["HardConcreteGate", "MultiHeadAttention", "Packing", "PositionalEncoding", "TiedOutputMap",
+           "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
            "TransformerEncoderLayer"]

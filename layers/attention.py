@@ -5,9 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layers.dropout import Dropout
 from layers.head_gate import HardConcreteGate
-from layers.linear import Linear
 from layers.packing import Packing
 
 
@@ -26,10 +24,10 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
-        self.dropout = Dropout(dropout)  # on the attention weights
-        self.data_to_q = Linear(d_model, d_model, bias=False)
-        self.data_to_kv = Linear(d_model, 2 * d_model, bias=False)
-        self.multi_head_merge = Linear(d_model, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout)  # on the attention weights (its p, inside SDPA)
+        self.data_to_q = nn.Linear(d_model, d_model, bias=False)
+        self.data_to_kv = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.multi_head_merge = nn.Linear(d_model, d_model, bias=False)
         self.gate = HardConcreteGate(n_heads) if gated else None
         self.reset_parameters()
 
@@ -68,12 +66,5 @@ class MultiHeadAttention(nn.Module):
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 attn_mask: torch.Tensor) -> torch.Tensor:
         """softmax(q kᵀ / √d_head, masked) v with dropout on the weights; [B, heads, T, d_head]."""
-        if not self.training or q.device.type != "cpu":
-            return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0)
-        # CPU training runs SDPA's math fallback, which converts the mask, guards against rows
-        # without keys (ours always have one) and draws a Bernoulli mask on every call; written
-        # out, attention costs a quarter less. k is laid out [B, heads, T, d_head] first: the
-        # matmul then reads kᵀ as a transposed matrix instead of gathering it element by element.
-        scores = (q @ k.contiguous().transpose(-2, -1)).mul_(self.d_head ** -0.5)
-        return self.dropout(scores.masked_fill_(~attn_mask, float("-inf")).softmax(-1)) @ v
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0)

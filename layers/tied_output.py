@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-
-from layers.linear import linear
+import torch.nn.functional as F
 
 
 class TiedOutputMap(nn.Module):
@@ -19,4 +18,4 @@ class TiedOutputMap(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
-        return linear(x, embedding_weight, self.bias)
+        return F.linear(x, embedding_weight, self.bias)

@@ -8,8 +8,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layers.attention import MultiHeadAttention
-from layers.dropout import Dropout
-from layers.linear import Linear
 from layers.packing import Packing
 
 
@@ -20,11 +18,11 @@ class _PostLNLayer(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, gated: bool):
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, gated)
-        self.linear1 = Linear(d_model, d_ff)
-        self.linear2 = Linear(d_ff, d_model)
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear2 = nn.Linear(d_ff, d_model)
         self.norm1 = nn.LayerNorm(d_model, eps=1e-5)
         self.norm2 = nn.LayerNorm(d_model, eps=1e-5)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def reset_parameters(self) -> None:
         self.self_attn.reset_parameters()

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
-from layers import Dropout, Linear, Packing, PositionalEncoding, TiedOutputMap
+from layers import Packing, PositionalEncoding, TiedOutputMap
 
 MAX_LEN = 5000
 
@@ -29,12 +29,12 @@ class TransformerBase(nn.Module):
         self.register_buffer("int_seq", torch.arange(MAX_LEN))
         self.pos = PositionalEncoding(d_model, MAX_LEN) if pos_enc else None
         self.input_embedding = nn.Embedding(n_tokens, d_model)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.trafo = nn.ModuleDict()
         if tied_embedding:
             self.output_map = TiedOutputMap(n_tokens)
         else:
-            self.output_map = Linear(d_model, n_tokens)
+            self.output_map = nn.Linear(d_model, n_tokens)
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.input_embedding.weight)
