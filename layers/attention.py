@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layers.head_gate import HardConcreteGate
+from layers.internals import Internals
 from layers.packing import Packing
 
 
@@ -43,12 +44,13 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
                 attend_to: torch.Tensor | None = None,
-                packing: Packing | None = None) -> torch.Tensor:
+                packing: Packing | None = None, internals: Internals | None = None) -> torch.Tensor:
         """x: [B, T, d] queries; attend_to: [B, S, d] keys and values (None: x itself);
         attn_mask: bool, broadcastable to [B, heads, T, S], True = may attend.
 
         With `packing` (self-attention only), x is [N, d], the real tokens: the projections run
-        on them alone and only the attention itself sees the padded [B, T] layout.
+        on them alone and only the attention itself sees the padded [B, T] layout. With
+        `internals`, the attention weights are appended to `internals.attentions`.
         """
         source = x if attend_to is None else attend_to
         q, kv = self.data_to_q(x), self.data_to_kv(source)
@@ -57,14 +59,23 @@ class MultiHeadAttention(nn.Module):
         B, T, d_model = q.shape
         q = q.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
         k, v = kv.view(B, kv.shape[1], self.n_heads, 2, self.d_head).unbind(dim=3)
-        y = self._attend(q, k.transpose(1, 2), v.transpose(1, 2), attn_mask)
+        y = self._attend(q, k.transpose(1, 2), v.transpose(1, 2), attn_mask, internals)
         if self.gate is not None:
             y = y * self.gate()[:, None, None]  # y is [B, heads, T, d_head]
         y = y.transpose(1, 2).reshape(B, T, d_model)
         return self.multi_head_merge(y if packing is None else packing.pack(y))
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                attn_mask: torch.Tensor) -> torch.Tensor:
-        """softmax(q kᵀ / √d_head, masked) v with dropout on the weights; [B, heads, T, d_head]."""
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0)
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor,
+                internals: Internals | None) -> torch.Tensor:
+        """softmax(q kᵀ / √d_head, masked) v with dropout on the weights; [B, heads, T, d_head].
+
+        The fused kernel does not return the weights: asked for them, the same product is written
+        out and its weights recorded.
+        """
+        if internals is None:
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0)
+        scores = (q @ k.transpose(-2, -1)) * self.d_head ** -0.5
+        weights = scores.masked_fill(~attn_mask, float("-inf")).softmax(-1)
+        internals.attentions.append(weights)
+        return self.dropout(weights) @ v

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layers.attention import MultiHeadAttention
+from layers.internals import Internals, record_state
 from layers.packing import Packing
 
 
@@ -34,9 +35,10 @@ class _PostLNLayer(nn.Module):
         self.norm1.reset_parameters()
         self.norm2.reset_parameters()
 
-    def _self_attention_block(self, x: torch.Tensor, attn_mask: torch.Tensor,
-                              packing: Packing | None = None) -> torch.Tensor:
-        return self.norm1(x + self.dropout(self.self_attn(x, attn_mask, packing=packing)))
+    def _self_attention_block(self, x: torch.Tensor, attn_mask: torch.Tensor, packing: Packing | None,
+                              internals: Internals | None) -> torch.Tensor:
+        attended = self.self_attn(x, attn_mask, packing=packing, internals=internals)
+        return self.norm1(x + self.dropout(attended))
 
     def _feed_forward_block(self, x: torch.Tensor) -> torch.Tensor:
         # in place: the ReLU overwrites the projection it reads, saving a [tokens, d_ff] buffer
@@ -52,11 +54,11 @@ class TransformerEncoderLayer(_PostLNLayer):
         super().__init__(d_model, n_heads, d_ff, dropout, gated)
         self.reset_parameters()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
-                packing: Packing | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, packing: Packing | None = None,
+                internals: Internals | None = None) -> torch.Tensor:
         """x: [B, T, d], or [N, d] real tokens with `packing` (every block but attention is
         position-wise, so it runs on them as they are)."""
-        return self._feed_forward_block(self._self_attention_block(x, attn_mask, packing))
+        return self._feed_forward_block(self._self_attention_block(x, attn_mask, packing, internals))
 
 
 class TransformerDecoderLayer(_PostLNLayer):
@@ -75,9 +77,9 @@ class TransformerDecoderLayer(_PostLNLayer):
         self.norm_cross.reset_parameters()
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, memory: torch.Tensor,
-                memory_mask: torch.Tensor) -> torch.Tensor:
+                memory_mask: torch.Tensor, internals: Internals | None = None) -> torch.Tensor:
         """memory: [B, S, d] encoder output; memory_mask: bool, broadcastable to [B, heads, T, S]."""
-        x = self._self_attention_block(x, attn_mask)
+        x = self._self_attention_block(x, attn_mask, None, internals)
         x = self.norm_cross(x + self.dropout(self.cross_attn(x, memory_mask, attend_to=memory)))
         return self._feed_forward_block(x)
 
@@ -95,10 +97,12 @@ class TransformerEncoder(nn.Module):
         for layer in self.layers:
             layer.reset_parameters()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
-                packing: Packing | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, packing: Packing | None = None,
+                internals: Internals | None = None) -> torch.Tensor:
+        record_state(internals, x, packing)
         for layer in self.layers:
-            x = layer(x, attn_mask, packing)
+            x = layer(x, attn_mask, packing, internals)
+            record_state(internals, x, packing)
         return x
 
 
@@ -115,7 +119,9 @@ class TransformerDecoder(nn.Module):
             layer.reset_parameters()
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, memory: torch.Tensor,
-                memory_mask: torch.Tensor) -> torch.Tensor:
+                memory_mask: torch.Tensor, internals: Internals | None = None) -> torch.Tensor:
+        record_state(internals, x)
         for layer in self.layers:
-            x = layer(x, attn_mask, memory, memory_mask)
+            x = layer(x, attn_mask, memory, memory_mask, internals)
+            record_state(internals, x)
         return x

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from layers import TransformerEncoder
+from layers import Internals, TransformerEncoder
 from models.base import TransformerBase
 
 
@@ -23,13 +23,16 @@ class TransformerClassifier(TransformerBase):
         self.trafo["encoder"] = TransformerEncoder(n_layers, d_model, n_heads, d_ff, dropout)
         self.reset_parameters()
 
-    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor,
+               internals: Internals | None = None) -> torch.Tensor:
         """tokens [B, T] (padded) → encoder states [B, T, d]."""
         mask = self.attention_mask(tokens.shape[1], lengths, causal=self.causal)
-        return self.trafo["encoder"](self.embed(tokens), mask)
+        return self.trafo["encoder"](self.embed(tokens), mask, internals=internals)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """tokens: [B, T]; lengths: [B] → logits [B, n_tokens] at position lengths - 1."""
-        states = self.encode(tokens, lengths)
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor,
+                internals: Internals | None = None) -> torch.Tensor:
+        """tokens: [B, T]; lengths: [B] → logits [B, n_tokens] at position lengths - 1 (every
+        layer's states and attention weights recorded in `internals`, when given)."""
+        states = self.encode(tokens, lengths, internals)
         last = states[torch.arange(tokens.shape[0], device=tokens.device), lengths.to(tokens.device) - 1]
         return self.output(last)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from layers import Packing, TransformerEncoder
+from layers import Internals, Packing, TransformerEncoder
 from models.base import TransformerBase
 
 
@@ -24,20 +24,21 @@ class TransformerLM(TransformerBase):
         self.reset_parameters()
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None,
-                pack: bool | None = None) -> torch.Tensor:
+                pack: bool | None = None, internals: Internals | None = None) -> torch.Tensor:
         """inputs: [B, T] token ids starting with SOS; lengths: [B] real lengths (None: no padding).
 
         Returns logits [B, T, n_tokens]; position t predicts the token at t + 1. With `pack`, all
         but attention runs on the real tokens only and padded positions get zero logits; the
         default packs on the CPU, where padding costs FLOPs, and not on a GPU, where sizing the
-        packed tensor would wait for the device every step.
+        packed tensor would wait for the device every step. With `internals`, every layer's hidden
+        states and attention weights are recorded in it as they are computed.
         """
         T = inputs.shape[1]
         mask = self.attention_mask(T, lengths, causal=True)
         if pack is None:
             pack = inputs.device.type == "cpu"
         if not pack or lengths is None:
-            return self.output(self.trafo["encoder"](self.embed(inputs), mask))
+            return self.output(self.trafo["encoder"](self.embed(inputs), mask, internals=internals))
         packing = Packing.from_lengths(lengths.to(inputs.device), T)
-        states = self.trafo["encoder"](self.embed(inputs, packing), mask, packing)
+        states = self.trafo["encoder"](self.embed(inputs, packing), mask, packing, internals)
         return packing.unpack(self.output(states))
