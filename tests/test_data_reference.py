@@ -1,4 +1,4 @@
-"""Generated data vs the released files (skipped when ../shared/reference is absent)."""
+"""Generated data vs the released files (skipped without the reference files)."""
 import json
 import math
 from collections import Counter
