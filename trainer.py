@@ -38,7 +38,6 @@ class Trainer:
             raise HierGenError("the seeds' run directories resume from different steps")
         self.stack = StackedRuns(self.runs, cfg) if cfg.train.seeds else None
         self.synced_step = self.step
-        self.last_metrics: dict[str, float] = {}
 
     @property
     def step(self) -> int:
@@ -50,8 +49,8 @@ class Trainer:
             return [self.runs[0].train_step()]
         return self.stack.train_step()
 
-    def run(self) -> dict[str, float]:
-        """Train to max_train_steps; return the last evaluation's metrics (of the last seed).
+    def run(self) -> None:
+        """Train to max_train_steps.
 
         Raises Preempted after checkpointing on SIGTERM/SIGUSR1, RunFailed on a non-finite loss or
         gradient and when a file cannot be written; the last complete checkpoint is kept.
@@ -74,7 +73,6 @@ class Trainer:
                     self.save()
         if stop.signum is not None and self.step < t.max_train_steps:
             self.preempt(stop.signum)
-        return self.last_metrics
 
     @contextlib.contextmanager
     def open_runs(self) -> Iterator[None]:
@@ -101,7 +99,7 @@ class Trainer:
         self.sync()
         self.log_steps()
         for run in self.runs:
-            self.last_metrics = run.evaluate()
+            run.evaluate()
 
     def save(self) -> None:
         self.sync()

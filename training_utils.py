@@ -296,7 +296,7 @@ class Run:
         self.pending.clear()
 
     def evaluate(self) -> dict[str, float]:
-        """Evaluate every split, log the metrics and print their summary line."""
+        """Evaluate every split, log the metrics and print their summary line; returns the metrics."""
         metrics: dict[str, float] = {}
         for split, batches in self.eval_batches.items():
             result = evaluate(self.objective, batches, self.device)
