@@ -8,7 +8,6 @@ strings and containers, so it loads with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -18,7 +17,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from config import Config, build_parser, config_from_args
+from config import Config, build_parser, config_from_args, read_args
 from data_utils.load import task_vocabulary
 from interfaces import Objective, make_objective
 from transformer_helpers import create_model
@@ -32,6 +31,7 @@ PREFIX = "model."  # research checkpoints nest the LM under `model`
 DECODER_PREFIX = "trafo.decoder."  # in research LM checkpoints: never-used decoder layers
 GATE_KEY = ".gate."  # head-gate parameters and buffers of the gated LM
 _NAME = re.compile(r"checkpoint_(\d+)\.pth$")
+_ANY_NAME = re.compile(r"checkpoint_(\d+)\.(pth|pickle)$")  # the research code's older runs: .pickle
 StateDict = Mapping[str, torch.Tensor]
 
 
@@ -168,18 +168,11 @@ def _arguments(loaded: dict, path: str | os.PathLike, flags: list[str] | None, d
         return config_from_args(vars(build_parser().parse_args(flags)), {}, device, "flags")
     if isinstance(loaded.get("args"), dict):
         return config_from_args(loaded["args"], {}, device, f"{path}: saved arguments")
-    beside = os.path.join(os.path.dirname(os.path.abspath(path)), "args.json")
-    if not os.path.isfile(beside):
+    run_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.isfile(os.path.join(run_dir, "args.json")):
         raise HierGenError(f"{path} records no arguments and there is no args.json beside it: "
                            "pass the flags of the run that saved it")
-    try:
-        with open(beside, encoding="utf-8") as f:
-            args = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise HierGenError(f"{beside}: not a JSON file of arguments ({e})") from None
-    if not isinstance(args, dict):
-        raise HierGenError(f"{beside}: not a JSON object of arguments")
-    return config_from_args(args, {}, device, beside)
+    return config_from_args(read_args(run_dir), {}, device, f"{run_dir}/args.json")
 
 
 def _saved_step(loaded: dict) -> int | None:
@@ -239,6 +232,16 @@ def latest_checkpoint(run_dir: str) -> tuple[str, dict] | None:
         raise HierGenError(f"run directory {run_dir}: no checkpoint in it can be read, so --resume cannot "
                            f"continue it (newest: {problems[0]})")
     return None
+
+
+def checkpoint_files(run_dir: str) -> dict[int, str]:
+    """Every checkpoint of a run directory, ours or the research code's (`checkpoint_{step}.pth` or
+    `.pickle`), by step, ascending; HierGenError when it has none."""
+    found = {int(m.group(1)): os.path.join(run_dir, name)
+             for name in os.listdir(run_dir) if (m := _ANY_NAME.fullmatch(name))}
+    if not found:
+        raise HierGenError(f"{run_dir}: no checkpoint (checkpoint_{{step}}.pth or .pickle) to analyse")
+    return dict(sorted(found.items()))
 
 
 def checkpoint_steps(run_dir: str) -> list[int]:

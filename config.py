@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import functools
 import importlib.util
+import json
 import math
 import os
 from dataclasses import dataclass, fields
@@ -149,7 +150,7 @@ def parse_config(argv: list[str] | None = None, environ: dict | None = None) -> 
     """Parse and validate the command line of a run on this machine; raise HierGenError on anything
     that cannot work (flags, their combinations, the device, folders and files named)."""
     ns = build_parser().parse_args(argv)
-    cfg = config_from_args(vars(ns), environ, device=_device_name(ns.device, ns.gpu_id))
+    cfg = config_from_args(vars(ns), environ, device=device_name(ns.device, ns.gpu_id))
     if ns.save_dir is not None:
         check_folder_can_be_made(ns.save_dir, "--save_dir")
     if ns.model_load_path and not os.path.isfile(ns.model_load_path):
@@ -201,6 +202,18 @@ def config_from_args(args: dict, environ: dict | None = None, device: str | None
     if train.wandb_mode not in WANDB_MODES:
         raise HierGenError(f"WANDB_MODE={train.wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
     return Config(DataConfig.from_namespace(ns), model, objective, train)
+
+
+def read_args(run_dir: str) -> dict:
+    """The arguments recorded in a run directory's args.json (ours or the research code's)."""
+    try:
+        with open(os.path.join(run_dir, "args.json"), "rb") as f:
+            args = json.load(f)
+    except ValueError as e:  # not JSON, or not UTF-8 text
+        raise HierGenError(f"{run_dir}/args.json is not valid JSON ({e})") from None
+    if not isinstance(args, dict):
+        raise HierGenError(f"{run_dir}/args.json does not hold an object of arguments")
+    return args
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
@@ -269,7 +282,7 @@ def _eval_keys(text: str, dataset: str) -> tuple[str, ...]:
     return keys
 
 
-def _device_name(device: str, gpu_id: int) -> str:
+def device_name(device: str, gpu_id: int) -> str:
     """Resolve --device/--gpu_id to a torch device string, refusing devices this machine lacks and
     a --gpu_id other than 0 that would be ignored."""
     import torch

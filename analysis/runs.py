@@ -19,6 +19,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from config import read_args
 from util import HierGenError
 
 # Shares of each rule's answer on the generalization lines, (hierarchical, linear): QF, then TI
@@ -60,17 +61,6 @@ def find_runs(patterns: Iterable[str]) -> list[Run]:
         raise HierGenError(f"no run directory (a folder with args.json) in {' '.join(patterns) or 'the arguments'}")
     names = [os.path.basename(os.path.abspath(p)) for p in paths]
     return [Run(p, name if names.count(name) == 1 else p, read_args(p)) for p, name in zip(paths, names)]
-
-
-def read_args(path: str) -> dict:
-    try:
-        with open(os.path.join(path, "args.json"), "rb") as f:
-            args = json.load(f)
-    except ValueError as e:  # not JSON, or not UTF-8 text
-        raise HierGenError(f"{path}/args.json is not valid JSON ({e})") from None
-    if not isinstance(args, dict):
-        raise HierGenError(f"{path}/args.json does not hold an object of arguments")
-    return args
 
 
 def read_metrics(run: Run, names: Iterable[str]) -> pd.DataFrame:

@@ -82,8 +82,8 @@ def test_a_raw_pickle_state_dict(tmp_path, research_names):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("{not json", "not a JSON file of arguments"),
-    ("[1, 2]", "not a JSON object of arguments"),
+    ("{not json", "args.json is not valid JSON"),
+    ("[1, 2]", "does not hold an object of arguments"),
     ('{"vec_dim": 32, "no_such_flag": 1}', "unknown flags --no_such_flag"),
     ('{"vec_dim": 30, "n_heads": 4}', "vec_dim 30 is not divisible by n_heads 4"),
 ])
