@@ -211,6 +211,55 @@ def outcomes(runs: pd.DataFrame, metric: str = "test_aux", end_evals: int = 5) -
     return fig
 
 
+# ---- checkpoint analyses: checkpoints.csv and internals.csv over training ----
+
+def _step_axis(steps: pd.Series) -> tuple[np.ndarray, str]:
+    """Steps for an x axis, in thousands once a run is long enough for that to read better."""
+    steps = steps.to_numpy(float)
+    return (steps / 1000, "step (thousands)") if steps.max() >= 10_000 else (steps, "step")
+
+
+def checkpoint_accuracies(table: pd.DataFrame, columns: list[str], title: str) -> plt.Figure:
+    """The accuracies of checkpoints.csv over training: one colour per split, the task accuracy
+    (`{split}_aux`) solid, the full-sequence accuracy (`{split}_full_seq`) dashed."""
+    x, xlabel = _step_axis(table["step"])
+    splits = list(dict.fromkeys(c.removesuffix("_aux").removesuffix("_full_seq") for c in columns))
+    palette = dict(zip(splits, plt.get_cmap("tab10").colors))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    for column in columns:
+        full_seq = column.endswith("_full_seq")
+        split = column.removesuffix("_full_seq" if full_seq else "_aux")
+        ax.plot(x, table[column], color=palette[split], ls="--" if full_seq else "-", marker=".", lw=1.4,
+                label=f"{column} ({'whole output exact' if full_seq else 'task token'})")
+    ax.set(title=f"{title}: accuracy of each checkpoint", xlabel=xlabel, ylabel="accuracy (share of lines)",
+           ylim=(-0.03, 1.03))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def internals(table: pd.DataFrame, title: str) -> plt.Figure:
+    """internals.csv over training: the weight norm, and each layer's mean attention entropy."""
+    x, xlabel = _step_axis(table["step"])
+    layers = [c for c in table if c.startswith("attn_entropy_layer")]
+    fig, (norm, entropy) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    norm.plot(x, table["weight_norm"], color="tab:blue", marker=".", lw=1.4, label="weight_norm")
+    norm.set(xlabel=xlabel, ylabel="weight norm √Σ‖p‖² (all parameters)", title="weight norm")
+    norm.ticklabel_format(axis="y", useOffset=False)
+    norm.legend(fontsize=8, loc="best")
+    shades = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(layers)))
+    for column, color in zip(layers, shades):
+        entropy.plot(x, table[column], color=color, marker=".", lw=1.2,
+                     label=f"layer {column.removeprefix('attn_entropy_layer')}")
+    entropy.plot(x, table["attn_entropy_mean"], color="black", lw=2.0, ls="--", label="mean over layers")
+    entropy.set(xlabel=xlabel, ylabel="mean attention entropy (nats)", title="attention entropy")
+    entropy.legend(fontsize=8, loc="best", ncols=2 if len(layers) > 6 else 1)
+    for ax in (norm, entropy):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title}: weights and attention of each checkpoint")
+    return fig
+
+
 def save(fig: plt.Figure, path: str) -> None:
     """Write a PNG atomically and free the figure."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

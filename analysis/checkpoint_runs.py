@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from checkpoint import LoadedModel, checkpoint_files, load_model
 from config import Config, config_from_args, device_name, read_args
+from data_utils.load import task_vocabulary
 from util import HierGenError, check_folder_can_be_made
 
 
@@ -50,6 +51,12 @@ def open_run(args: argparse.Namespace) -> CheckpointRun:
 
 
 def models(run: CheckpointRun) -> Iterator[tuple[int, LoadedModel]]:
-    """Each checkpoint's model, ready to evaluate, in step order, with a progress bar."""
+    """Each checkpoint's model, ready to evaluate, in step order, with a progress bar; a checkpoint
+    of another vocabulary than its run's (one that records its own arguments) is refused."""
+    vocab = task_vocabulary(run.config.data.dataset)
     for step, path in tqdm(run.files.items(), desc=run.name, unit="checkpoint"):
-        yield step, load_model(path, data_dir=run.config.data.data_dir, device=run.device)
+        loaded = load_model(path, data_dir=run.config.data.data_dir, device=run.device)
+        if loaded.vocab.words != vocab.words:
+            raise HierGenError(f"{path}: a checkpoint of {loaded.config.data.dataset} (its vocabulary differs "
+                               f"from that of the run's dataset, {run.config.data.dataset})")
+        yield step, loaded

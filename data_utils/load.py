@@ -88,8 +88,15 @@ def load_task(cfg: DataConfig, eval_splits: list[str]) -> TaskData:
     eval_splits = list(eval_splits) or ["val", "test"]
     check_eval_splits(cfg.dataset, eval_splits)
     ensure_generated(cfg.data_dir, cfg.dataset, cfg.data_seed)
-    evals = {split: read_split(cfg, split) for split in eval_splits}
-    if task == "question" and cfg.exclude_identity:
+    evals = read_eval(cfg, eval_splits)
+    return TaskData(task, task_vocabulary(cfg.dataset), _train(cfg, task), evals, WANDB_PROJECT[task])
+
+
+def read_eval(cfg: DataConfig, splits: list[str]) -> dict[str, list[Example]]:
+    """Eval splits read and validated as training evaluates them (QF's --exclude_identity applies);
+    their files must exist (nothing is generated here)."""
+    evals = {split: read_split(cfg, split) for split in splits}
+    if get_dataset(cfg.dataset).task == "question" and cfg.exclude_identity:
         evals = {split: question.filter_train(examples, [question.FILTERS["exclude_identity"]])
                  for split, examples in evals.items()}
-    return TaskData(task, task_vocabulary(cfg.dataset), _train(cfg, task), evals, WANDB_PROJECT[task])
+    return evals
