@@ -54,9 +54,17 @@ def models(run: CheckpointRun) -> Iterator[tuple[int, LoadedModel]]:
     """Each checkpoint's model, ready to evaluate, in step order, with a progress bar; a checkpoint
     of another vocabulary than its run's (one that records its own arguments) is refused."""
     vocab = task_vocabulary(run.config.data.dataset)
-    for step, path in tqdm(run.files.items(), desc=run.name, unit="checkpoint"):
-        loaded = load_model(path, data_dir=run.config.data.data_dir, device=run.device)
-        if loaded.vocab.words != vocab.words:
-            raise HierGenError(f"{path}: a checkpoint of {loaded.config.data.dataset} (its vocabulary differs "
-                               f"from that of the run's dataset, {run.config.data.dataset})")
-        yield step, loaded
+    bar = tqdm(total=len(run.files), desc=run.name, unit="checkpoint")
+    try:
+        for step, path in run.files.items():
+            loaded = load_model(path, data_dir=run.config.data.data_dir, device=run.device)
+            if loaded.vocab.words != vocab.words:
+                raise HierGenError(f"{path}: a checkpoint of {loaded.config.data.dataset} (its vocabulary differs "
+                                   f"from that of the run's dataset, {run.config.data.dataset})")
+            yield step, loaded
+            bar.update()
+    except BaseException:
+        bar.leave = False  # erased: an error's one line is not appended to a half-drawn bar
+        raise
+    finally:
+        bar.close()
