@@ -21,10 +21,10 @@ attn_entropy_mean) and internals.png.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -43,8 +43,9 @@ SAMPLE_SEED = 0  # the val lines every checkpoint (and every rerun) is read on
 
 
 def weight_norm(model: nn.Module) -> float:
-    """√Σ‖p‖² over every parameter (summed in float64)."""
-    return math.sqrt(sum(float(p.detach().double().square().sum()) for p in model.parameters()))
+    """√Σ‖p‖² over every parameter: the norm of the parameters' norms."""
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach())
+                                                       for p in model.parameters()])))
 
 
 def attention_weights(model: nn.Module, family: str, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -70,7 +71,7 @@ def attention_weights(model: nn.Module, family: str, batch: Batch) -> list[tuple
 def sentence_entropies(weights: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """[B]: per sentence, the entropy of each real query's weights (masked keys weigh 0 and add 0),
     averaged over heads and the sentence's real positions."""
-    per_query = -torch.special.xlogy(weights, weights).sum(-1).mean(1).double()  # [B, T]
+    per_query = -torch.special.xlogy(weights, weights).sum(-1).mean(1)  # [B, T]
     real = torch.arange(weights.shape[-2], device=weights.device)[None, :] < lengths[:, None]
     return torch.where(real, per_query, 0.0).sum(-1) / lengths
 
@@ -81,8 +82,8 @@ def attention_entropy(model: nn.Module, family: str, batches: list[Batch], devic
     sums, n = 0.0, 0
     for batch in batches:
         batch = batch.to(device)
-        sums = sums + torch.stack([sentence_entropies(w, lengths).sum()
-                                   for w, lengths in attention_weights(model, family, batch)])
+        sums = sums + np.array([float(sentence_entropies(w, lengths).sum())
+                                for w, lengths in attention_weights(model, family, batch)])
         n += len(batch.lengths)
     return (sums / n).tolist()
 

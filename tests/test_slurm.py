@@ -1,4 +1,4 @@
-"""submit_gpu.sh on a real single-node SLURM cluster (the `slurm_cluster` fixture).
+"""submit_gpu.sh and submit_analysis.sh on a real single-node SLURM cluster (the `slurm_cluster` fixture).
 
 Tiny CPU runs (`--gres=none`); each job uses this interpreter and the session's generated data dir.
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 import sys
 import time
@@ -14,12 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, checkpoint_at, events, read_jsonl
+from helpers import REPO, checkpoint_at, events, model_flags, read_csv, read_jsonl, train
 from slurm_cluster import FINAL_STATES
 
 pytestmark = pytest.mark.slurm
 
 SCRIPT = str(REPO / "submit_gpu.sh")
+ANALYSIS_SCRIPT = str(REPO / "submit_analysis.sh")
 # Small enough for two jobs at once on two cores; sbatch flags override the script's GPU-sized request.
 SBATCH_FLAGS = ["--gres=none", "--cpus-per-task=1", "--mem=1G", "--time=10"]
 STEPS = 600
@@ -140,3 +142,33 @@ def test_scancel_stops_a_running_job_for_good(slurm_cluster, data_dir, tmp_path)
     slurm_cluster.command("scancel", job)
     (record,) = slurm_cluster.wait(job, timeout=60)
     assert record["JobState"] == "CANCELLED" and record["Restarts"] == "0"
+
+
+@pytest.fixture(scope="module")
+def two_runs(data_dir, tmp_path_factory) -> list[Path]:
+    """Two seeds of a tiny QF LM, each saved at steps 0 and 2."""
+    out = tmp_path_factory.mktemp("analysis_runs")
+    assert train(data_dir, *model_flags(1, 16, 2), "--dataset", "question", "--callback", "--eval_keys", "val",
+                 "--max_train_steps", "2", "--eval_every", "2", "--save_every", "2", "--seeds", "1,2",
+                 "--save_dir", str(out), "--save_prefix", "r") == 0
+    return [out / "r_seed1", out / "r_seed2"]
+
+
+def test_analysis_array_analyses_one_listed_run_per_task(slurm_cluster, two_runs, tmp_path):
+    runs = tmp_path / "runs.txt"
+    # A blank line does not count; a relative path is relative to the folder sbatch ran in.
+    runs.write_text(f"{two_runs[0]}\n\n{os.path.relpath(two_runs[1], tmp_path)}\n")
+    env = {"HIER_GEN_DIR": str(REPO), "PYTHON": sys.executable, "ANALYSIS": "checkpoints",
+           "ANALYSIS_FLAGS": "--splits val", "RUNS": str(runs), "OMP_NUM_THREADS": "1"}
+    (tmp_path / "slurm_out").mkdir()
+    job = slurm_cluster.sbatch(ANALYSIS_SCRIPT, *SBATCH_FLAGS, "--array=0-2", env=env, cwd=str(tmp_path))
+    records = sorted(slurm_cluster.wait(job, timeout=180), key=lambda r: int(r["ArrayTaskId"]))
+    assert [r["JobState"] for r in records] == ["COMPLETED", "COMPLETED", "FAILED"], \
+        [slurm_cluster.log(r) for r in records]
+    for run in two_runs:
+        table = read_csv(run / "analysis" / "checkpoints.csv")
+        assert table["step"].tolist() == [0, 2] and {"val_aux", "val_full_seq"} <= set(table.columns)
+    # The task past the end of the list fails at once with one line.
+    assert records[2]["ExitCode"] == "2:0"
+    assert slurm_cluster.log(records[2]).splitlines() == [
+        f"error: {runs} lists 2 run directories: none for array task 2"]
