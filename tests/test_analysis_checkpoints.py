@@ -330,11 +330,22 @@ def other_vocabulary(qf_run, ti_run, tmp_path) -> list[str]:
     return [run]
 
 
+def other_vocabulary_research(qf_run, ti_run, tmp_path) -> list[str]:
+    """A QF run with a research-format checkpoint (no arguments of its own) of a TI model."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(os.path.join(qf_run, "args.json"), run)
+    state = torch.load(os.path.join(ti_run, "checkpoint_2.pth"), weights_only=True)["model_state_dict"]
+    torch.save({"model_state_dict": state}, run / "checkpoint_2.pth")
+    return [run]
+
+
 BAD = [
     ("checkpoints", no_checkpoint, [], "no checkpoint"),
     ("internals", no_checkpoint, [], "no checkpoint"),
     ("checkpoints", other_vocabulary, [], "checkpoint_9.pth: a checkpoint of tense"),
     ("internals", other_vocabulary, [], "checkpoint_9.pth: a checkpoint of tense"),
+    ("checkpoints", other_vocabulary_research, [], "this vocabulary needs"),
     ("checkpoints", lambda qf, ti, tmp: [qf], ["--splits", "val,test_rc"], "unknown eval split 'test_rc'"),
     ("checkpoints", lambda qf, ti, tmp: [qf], ["--splits", ","], "names no split"),
     ("checkpoints", lambda qf, ti, tmp: [qf], ["--data_dir", "nowhere"], "missing data file nowhere/"),
