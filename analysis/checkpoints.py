@@ -49,7 +49,8 @@ def evaluate_checkpoint(loaded: LoadedModel, batches: dict[str, list[Batch]], de
 def checkpoint_table(run: CheckpointRun, splits: list[str]) -> pd.DataFrame:
     """checkpoints.csv: one row per checkpoint of the run, its metrics on each split."""
     vocab = task_vocabulary(run.config.data.dataset)
-    # The run's own evaluation batch size: the same batches give the same sums, to the last bit.
+    # The run's own evaluation batch size: on the device it trained on, the batches of its evaluations
+    # give the sums it logged.
     batches = {split: make_eval_batches(examples, vocab, run.config.train.eval_batch_size)
                for split, examples in read_eval(run.config.data, splits).items()}
     return pd.DataFrame([{"step": step, **evaluate_checkpoint(loaded, batches, run.device)}
@@ -62,6 +63,7 @@ def accuracy_columns(table: pd.DataFrame, splits: list[str]) -> list[str]:
 
 
 def parse_splits(text: str, dataset: str) -> list[str]:
+    """`--splits val,test_rc` as a list, refused unless every split is an evaluation split of the task."""
     splits = [s for s in text.split(",") if s]
     if not splits:
         raise HierGenError(f"--splits {text!r} names no split")
