@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import plot
-from analysis.checkpoint_runs import add_run_arguments, models, open_run
+from analysis.checkpoint_runs import CheckpointRun, add_run_arguments, models, open_run
 from analysis.cli import write_csv
 from data_utils import question, tense
 from data_utils.config import DataConfig
@@ -239,7 +239,7 @@ def checkpoint_scores(model: torch.nn.Module, sentences: list[list[int]], sos: i
             "t_parseval": bracket_f1([brackets(t) for t in trees], gold)}
 
 
-def trees_frame(run, sentences: list[tuple[str, ...]], seed: int) -> pd.DataFrame:
+def trees_frame(run: CheckpointRun, sentences: list[tuple[str, ...]], seed: int) -> pd.DataFrame:
     """trees.csv of a checkpoint run: one row per checkpoint."""
     task = get_dataset(run.config.data.dataset).task
     gold = gold_brackets(sentences, task)
