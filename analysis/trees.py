@@ -160,7 +160,7 @@ def _charts_of_equal_length(model: torch.nn.Module, words: torch.Tensor, sos: in
     inputs = F.pad(words, (1, 0), value=sos)
     context = _last_states(model, inputs)[:, 1:]
     # The pass for start i: keys SOS and words i.. (positions i+1..); causality stops each word at
-    # itself, so the word k's state serves every span (i, j ≥ k).
+    # itself, so word k's state in that pass serves every span (i, j) with j ≥ k.
     keys = torch.arange(n + 1, device=words.device)
     allowed = (keys[None, :] == 0) | (keys[None, :] > torch.arange(n, device=words.device)[:, None])
     free = _last_states(model, inputs.repeat_interleave(n, 0), allowed.repeat(S, 1)[:, None, None, :])[:, 1:]
