@@ -260,6 +260,28 @@ def internals(table: pd.DataFrame, title: str) -> plt.Figure:
     return fig
 
 
+# ---- tree projections (python -m analysis trees) ----
+
+def tree_scores(table: pd.DataFrame, title: str) -> plt.Figure:
+    """t_score and t_parseval over training (rows of trees.csv), the right-branching tree's F1 as
+    the reference a parser must beat."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True, layout="constrained")
+    x, xlabel = _step_axis(table["step"])
+    left.plot(x, table["t_score"], color="tab:blue", marker="o", ms=3, lw=1.4, label="t_score")
+    left.axhline(0, color="grey", lw=0.8, ls=":", label="random splits (0)")
+    left.set(ylabel="t_score (Σ over nodes of Δ cosine,\ninduced − random split)")
+    right.plot(x, table["t_parseval"], color="tab:orange", marker="o", ms=3, lw=1.4, label="t_parseval")
+    right.axhline(table["right_branching_f1"].iloc[0], color="black", lw=1.0, ls="--",
+                  label="right-branching tree")
+    right.set(ylabel="bracket F1 against the gold trees", ylim=(-0.03, 1.03))
+    for ax in (left, right):
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{title}: tree projections of {table['n_sentences'].iloc[0]} training declaratives", fontsize=10)
+    return fig
+
+
 def save(fig: plt.Figure, path: str) -> None:
     """Write a PNG atomically and free the figure."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis import checkpoints, dynamics, internals, wandb_import
+from analysis import checkpoints, dynamics, internals, trees, wandb_import
 from util import Parser, run_command
 
-COMMANDS = {"dynamics": dynamics, "import-wandb": wandb_import, "checkpoints": checkpoints, "internals": internals}
+COMMANDS = {"dynamics": dynamics, "import-wandb": wandb_import, "checkpoints": checkpoints, "internals": internals,
+            "trees": trees}
 
 
 def main(argv: list[str] | None = None) -> int:

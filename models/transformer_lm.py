@@ -24,17 +24,22 @@ class TransformerLM(TransformerBase):
         self.reset_parameters()
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None,
-                pack: bool | None = None, internals: Internals | None = None) -> torch.Tensor:
+                pack: bool | None = None, internals: Internals | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """inputs: [B, T] token ids starting with SOS; lengths: [B] real lengths (None: no padding).
 
         Returns logits [B, T, n_tokens]; position t predicts the token at t + 1. With `pack`, all
         but attention runs on the real tokens only and padded positions get zero logits; the
         default packs on the CPU, where padding costs FLOPs, and not on a GPU, where sizing the
         packed tensor would wait for the device every step. With `internals`, every layer's hidden
-        states and attention weights are recorded in it as they are computed.
+        states and attention weights are recorded in it as they are computed. `attn_mask` (bool,
+        broadcastable to [B, 1, T, T], True = may attend) restricts attention further at every
+        layer: it is ANDed with the causal and padding mask (the tree analysis hides context with it).
         """
         T = inputs.shape[1]
         mask = self.attention_mask(T, lengths, causal=True)
+        if attn_mask is not None:
+            mask = mask & attn_mask
         if pack is None:
             pack = inputs.device.type == "cpu"
         if not pack or lengths is None:
