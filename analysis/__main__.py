@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis import dynamics, wandb_import
+from analysis import dynamics, probe, wandb_import
 from util import Parser, run_command
 
-COMMANDS = {"dynamics": dynamics, "import-wandb": wandb_import}
+COMMANDS = {"dynamics": dynamics, "import-wandb": wandb_import, "probe": probe}
 
 
 def main(argv: list[str] | None = None) -> int:
