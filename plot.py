@@ -236,9 +236,9 @@ def probe_heatmap(table: pd.DataFrame, label: str) -> plt.Figure:
     ax.set_yticks(range(n_layers), ["0 (embeddings)" if layer == 0 else str(layer) for layer in acc.index],
                   fontsize=8)
     ax.set(xlabel="checkpoint (training step)", ylabel="layer (output of)")
-    control = rows["control_acc"]
-    ax.set_title(f"probe '{label}': test accuracy on held-out points\nmajority class {rows['majority_acc'].iloc[0]:.2f}, "
-                 f"control task {control.min():.2f}–{control.max():.2f}", fontsize=9)
+    control, majority = rows["control_acc"], rows["majority_acc"].iloc[0]
+    ax.set_title(f"probe '{label}': test accuracy on held-out points\n"
+                 f"majority class {majority:.2f}, control task {control.min():.2f}–{control.max():.2f}", fontsize=9)
     fig.colorbar(image, ax=ax, label="test accuracy", fraction=0.05)
     return fig
 

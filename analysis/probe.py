@@ -27,12 +27,15 @@ Controls, in every row: majority_acc, the test accuracy of always answering the 
 commonest label; control_acc, the test accuracy of the same probe trained and tested on a control
 task whose labels are shuffled by word type (pos: each word type takes the tag of another type) or
 by sentence (each sentence takes the labels of another sentence with as many points). A control
-task carries no information the probe could generalize from, so control_acc is what the probe
-scores by chance and fitting noise; the real label's test_acc above it is what the states carry.
+task keeps the labels' frequencies and little else (aux_role's keeps each sentence's pattern of
+main and embedded, so an auxiliary's rank tells a little), and a probe reads much from the random
+features of an untrained model: what a layer carries is its test_acc's margin over both.
 
-Cost: 2 + 2 x 5 x 3 = 32 logistic regressions per checkpoint and layer, on a few thousand points of
-width d. On a 2-core CPU the paper configuration (6 layers x 512) took about ... per checkpoint
-with the default 1,000 sentences, the forward passes a few seconds of it.
+Cost: 2 + 2 x 5 x 3 = 32 logistic regressions per checkpoint and layer, each on 1,000-7,000 points
+of width d (lbfgs, at most MAX_ITER iterations, one thread). With the default 1,000 sentences the
+paper configuration (6 layers x 512) took 7 minutes for 10 checkpoints on a shared 2-core CPU
+(load average 2-3), about half of it in forward passes (a GPU takes those), half in the fits; a
+checkpoint's features, [layers + 1, 12,600 points, d] in float32, take 180 MB.
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import plot
-from analysis.checkpoint_runs import add_run_arguments, models, open_run
+from analysis.checkpoint_runs import CheckpointRun, add_run_arguments, models, open_run
 from analysis.cli import write_csv
 from data_utils.example import Example
 from data_utils.load import load_task
@@ -63,6 +66,7 @@ from util import HierGenError
 from vocabulary import WordVocabulary
 
 LABELS = {"question": ("pos", "aux_role", "main_aux", "first_aux"), "tense": ("pos",)}
+ALL_LABELS = LABELS["question"]
 COLUMNS = ["step", "layer", "label", "n_train", "n_test", "train_acc", "test_acc", "control_acc", "majority_acc"]
 SEED = 42
 HELD_OUT_TYPES = 0.2  # pos: share of each tag's word types kept for testing
@@ -177,6 +181,8 @@ def aux_role_labels(sentences: list[Example], rng: np.random.Generator) -> Label
     """main / embedded at each auxiliary of the sentences that have two or more."""
     points = [(i, k, "main" if k == e.meta["main"] else "embedded")
               for i, e in enumerate(sentences) if len(aux_positions(e)) >= 2 for k in aux_positions(e)]
+    if not points:
+        raise HierGenError("no sampled declarative has two auxiliaries: aux_role cannot be probed on this run")
     sentence, word, y = (np.array(column) for column in zip(*points))
     return _by_sentence("aux_role", sentence, word + 1, y, rng)
 
@@ -214,12 +220,13 @@ def choose_sentences(train: list[Example], test: list[Example], n: int) -> tuple
 
 
 def make_labels(names: list[str], declaratives: list[Example], general: list[Example]) -> list[Labels]:
-    """The requested labels of the chosen sentences (general ones follow the declaratives)."""
-    rng = np.random.default_rng(SEED)
-    made = {"pos": lambda: pos_labels(declaratives, rng), "aux_role": lambda: aux_role_labels(declaratives, rng),
-            "main_aux": lambda: marker_labels("main_aux", general, len(declaratives), rng),
-            "first_aux": lambda: marker_labels("first_aux", general, len(declaratives), rng)}
-    return [made[name]() for name in names]
+    """The requested labels of the chosen sentences (general ones follow the declaratives). Each
+    label draws its held-out points and control from a seed of its own, whichever others are asked for."""
+    made = {"pos": lambda rng: pos_labels(declaratives, rng),
+            "aux_role": lambda rng: aux_role_labels(declaratives, rng),
+            "main_aux": lambda rng: marker_labels("main_aux", general, len(declaratives), rng),
+            "first_aux": lambda rng: marker_labels("first_aux", general, len(declaratives), rng)}
+    return [made[name](np.random.default_rng([SEED, ALL_LABELS.index(name)])) for name in names]
 
 
 @torch.no_grad()
@@ -229,7 +236,8 @@ def states_at(model: torch.nn.Module, vocab: WordVocabulary, sentences: list[Exa
     [layers + 1, points, d], from one forward pass per batch of sentences."""
     out = None
     for start in range(0, len(sentences), batch_size):
-        batch = [torch.tensor([vocab.sos, *vocab.ids(e.input + (e.marker,))]) for e in sentences[start:start + batch_size]]
+        batch = [torch.tensor([vocab.sos, *vocab.ids(e.input + (e.marker,))])
+                 for e in sentences[start:start + batch_size]]
         lengths = torch.tensor([len(tokens) for tokens in batch])
         inputs = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
         record = Internals()
@@ -246,19 +254,18 @@ def states_at(model: torch.nn.Module, vocab: WordVocabulary, sentences: list[Exa
 
 def check_labels(names: list[str], task: str) -> None:
     """Refuse labels that do not exist, or that the run's task does not have."""
-    known = LABELS["question"]
     for name in names:
-        if name not in known:
-            raise HierGenError(f"unknown label {name!r}; known: {', '.join(known)}")
+        if name not in ALL_LABELS:
+            raise HierGenError(f"unknown label {name!r}; known: {', '.join(ALL_LABELS)}")
         if name not in LABELS[task]:
             raise HierGenError(f"label {name!r} does not exist for the tense task (it has no auxiliaries); "
                                f"its labels: {', '.join(LABELS[task])}")
 
 
-def probe_run(run, names: list[str], n_sentences: int) -> pd.DataFrame:
+def probe_run(run: CheckpointRun, names: list[str], n_sentences: int) -> pd.DataFrame:
     """probe.csv of a run: every checkpoint's probes, layer by layer, for every label named."""
     data = load_task(run.config.data, ["test"])
-    declaratives, general = choose_sentences(data.train, data.eval.get("test", []), n_sentences)
+    declaratives, general = choose_sentences(data.train, data.eval["test"], n_sentences)
     if not general and ("main_aux" in names or "first_aux" in names):
         raise HierGenError("the run's test split has no generalization line to probe main_aux or first_aux on")
     labels = make_labels(names, declaratives, general)
@@ -286,7 +293,7 @@ def command(args: argparse.Namespace) -> None:
     """Check the input, probe every checkpoint, then write probe.csv and one heatmap per label."""
     run = open_run(args)
     task = get_dataset(run.config.data.dataset).task
-    names = args.labels.split(",") if args.labels else list(LABELS[task])
+    names = list(dict.fromkeys(args.labels.split(","))) if args.labels else list(LABELS[task])
     check_labels(names, task)
     if run.config.model.family != "lm":
         raise HierGenError(f"{run.path}: probe reads a language model's states; this run trains the "

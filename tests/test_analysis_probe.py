@@ -17,6 +17,7 @@ from data_utils.load import task_vocabulary
 from helpers import (QF, QF_TEST, REFERENCE, REFERENCE_CHECKPOINT, TI, assert_one_line, model_flags, parse_qf,
                      parse_ti, read_csv, tiny_model, train, write_files)
 from layers import Internals
+from util import HierGenError
 
 LABELS = ["pos", "aux_role", "main_aux", "first_aux"]
 needs_reference = pytest.mark.skipif(not REFERENCE_CHECKPOINT.exists(),
@@ -118,6 +119,19 @@ def test_sentences_are_distinct_declaratives_and_generalization_lines():
     declaratives, general = probe.choose_sentences(train, test, 100)
     assert len(declaratives) == len({e.input for e in train}) == 7
     assert general == [parse_qf(QF_TEST[0])]
+
+
+def test_a_labels_held_out_points_and_control_do_not_depend_on_the_other_labels_asked_for():
+    declaratives, general = DECLS * 4, GENERAL * 10
+    alone = probe.make_labels(["first_aux"], declaratives, general)[0]
+    among_all = probe.make_labels(LABELS, declaratives, general)[3]
+    for field in ("sentence", "position", "y", "control", "fold"):
+        np.testing.assert_array_equal(getattr(alone, field), getattr(among_all, field))
+
+
+def test_aux_role_needs_a_declarative_with_two_auxiliaries():
+    with pytest.raises(HierGenError, match="no sampled declarative has two auxiliaries"):
+        probe.aux_role_labels([parse_qf(QF[0])], np.random.default_rng(0))
 
 
 def test_states_at_are_the_recorded_states_of_each_sentence_alone():
