@@ -282,6 +282,38 @@ def tree_scores(table: pd.DataFrame, title: str) -> plt.Figure:
     return fig
 
 
+# ---- probe: linear probes, layer x checkpoint ----
+
+MAX_STEP_TICKS = 12
+MAX_ANNOTATED_CELLS = 250  # beyond this, numbers in the cells are unreadable
+
+
+def probe_heatmap(table: pd.DataFrame, label: str) -> plt.Figure:
+    """One label's held-out probe accuracy, layer x checkpoint (rows of probe.csv), its controls in the title."""
+    rows = table[table["label"] == label]
+    acc = rows.pivot(index="layer", columns="step", values="test_acc").sort_index()
+    n_layers, n_steps = acc.shape
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * n_steps + 2.8), max(3.2, 0.42 * n_layers + 1.9)),
+                           layout="constrained")
+    image = ax.imshow(acc.to_numpy(float), origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                      interpolation="nearest")
+    if acc.size <= MAX_ANNOTATED_CELLS:
+        for (i, j), value in np.ndenumerate(acc.to_numpy(float)):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value < 0.6 else "black")
+    ticks = np.unique(np.linspace(0, n_steps - 1, min(n_steps, MAX_STEP_TICKS)).round().astype(int))
+    names = [f"{acc.columns[t]:,}" for t in ticks]
+    ax.set_xticks(ticks, names, rotation=45 if sum(map(len, names)) > 40 else 0, fontsize=8)
+    ax.set_yticks(range(n_layers), ["0 (embeddings)" if layer == 0 else str(layer) for layer in acc.index],
+                  fontsize=8)
+    ax.set(xlabel="checkpoint (training step)", ylabel="layer (output of)")
+    control, majority = rows["control_acc"], rows["majority_acc"].iloc[0]
+    ax.set_title(f"probe '{label}': test accuracy on held-out points\n"
+                 f"majority class {majority:.2f}, control task {control.min():.2f}–{control.max():.2f}", fontsize=9)
+    fig.colorbar(image, ax=ax, label="test accuracy", fraction=0.05)
+    return fig
+
+
 def save(fig: plt.Figure, path: str) -> None:
     """Write a PNG atomically and free the figure."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
