@@ -225,8 +225,9 @@ class Run:
         saved = config_from_args(state["args"], {}, source=f"{path}: saved arguments")
         if saved.train.seeds:  # a seed of a --seeds run saved before seeds recorded their own arguments
             saved = seed_config(saved, saved.train.seed)
+        recorded = saved.args
         changed = [k for k, value in self.cfg.args.items()
-                   if k not in RESUMABLE_CHANGES and saved.args[k] != value]
+                   if k not in RESUMABLE_CHANGES and recorded[k] != value]
         if changed:
             raise HierGenError(f"{path}: the run was started with other values of "
                                f"{', '.join('--' + k for k in changed)}; resume it with the same flags")
