@@ -44,6 +44,7 @@ class TrainConfig:
     eval_every: int
     eval_batch_size: int
     save_every: int
+    no_weight_stats: bool
     save_dir: str | None
     save_prefix: str | None
     device: str
@@ -130,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eval_every", type=int, default=1000)
     # 32, not the research code's 256: a [lines·T, 4d] activation then stays in cache on a CPU.
     e.add_argument("--eval_batch_size", type=int, default=32, help="batch size of evaluation passes")
+    e.add_argument("--no_weight_stats", action="store_true",
+                   help="do not log the 14 weight statistics (weights/...) at each evaluation")
     e.add_argument("--save_every", type=int, default=10000)
     e.add_argument("--save_dir", default=None, help="where runs are written (nothing written when absent)")
     e.add_argument("--save_prefix", default=None, help="run directory name (under --save_dir)")
@@ -186,6 +189,7 @@ def config_from_args(args: dict, environ: dict | None = None, device: str | None
         continue_lr=ns.continue_lr, model_load_path=ns.model_load_path, resume=ns.resume,
         callback=ns.callback, eval_keys=_eval_keys(ns.eval_keys, ns.dataset),
         eval_every=ns.eval_every, eval_batch_size=ns.eval_batch_size, save_every=ns.save_every,
+        no_weight_stats=ns.no_weight_stats,
         save_dir=ns.save_dir, save_prefix=ns.save_prefix,
         device=device or ns.device, bf16=ns.bf16, compile=ns.compile,
         run_name=ns.run_name,

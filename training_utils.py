@@ -19,6 +19,7 @@ from config import Config, config_from_args, seed_config
 from data_utils.load import TaskData
 from evaluation import evaluate, make_eval_batches
 from interfaces import make_objective
+from models.weight_statistics import weight_statistics
 from run_logging import RunLogger, metrics_until
 from sequence import Sequence, encode
 from transformer_helpers import create_model
@@ -28,7 +29,7 @@ RUN_FILES = {"args.json", "metrics.jsonl", "wandb"}  # what a run writes besides
 # Flags that may differ between a run and its resumption: they do not change what is computed
 # (a run directory may move to another --save_dir).
 RESUMABLE_CHANGES = {"resume", "device", "gpu_id", "wandb_mode", "wandb_entity", "data_dir",
-                     "eval_batch_size", "save_dir"}
+                     "eval_batch_size", "save_dir", "no_weight_stats"}
 
 
 class EpochSampler:
@@ -297,13 +298,16 @@ class Run:
         self.pending.clear()
 
     def evaluate(self) -> dict[str, float]:
-        """Evaluate every split, log the metrics and print their summary line; returns the metrics."""
+        """Evaluate every split and the weight statistics, log the metrics and print their summary
+        line; returns the metrics."""
         metrics: dict[str, float] = {}
         for split, batches in self.eval_batches.items():
             result = evaluate(self.objective, batches, self.device)
             self.best[split] = min(self.best.get(split, float("inf")), result.loss)
             metrics.update(result.metrics(split, self.cfg.train.callback))
             metrics[f"best/{split}"] = self.best[split]
+        if not self.cfg.train.no_weight_stats:
+            metrics.update(weight_statistics(self.model))
         metrics["iteration"] = self.step
         self.logger.log(metrics, self.step)
         _print_summary(self.step, metrics)

@@ -1,4 +1,4 @@
-"""Per checkpoint: the weight norm, and each layer's attention entropy read from the real forward pass.
+"""Per checkpoint: the weight norm and statistics, and each layer's attention entropy read from the real forward pass.
 
     python -m analysis internals RUN [--sentences 200] [--data_dir DIR] [--device auto] [--out DIR]
 
@@ -15,8 +15,12 @@ encoder's.
 The weights are those the model's own forward pass computes (`layers.Internals`): each layer
 attends over the previous layer's output, not over the embeddings.
 
+The 14 `weights/...` columns are the statistics training logs at each evaluation
+(models/weight_statistics.py), computed from the checkpoint: at a step where the run also logged
+them, the two agree.
+
 Writes internals.csv (step, weight_norm, attn_entropy_layer1 ... attn_entropy_layerL,
-attn_entropy_mean) and internals.png.
+attn_entropy_mean, weights/l1 ... weights/var_b) and internals.png.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from data_utils.load import read_eval, task_vocabulary
 from evaluation import make_eval_batches
 from interfaces.batch_views import decoder_view, source_view
 from layers import Internals
+from models.weight_statistics import weight_statistics
 from util import HierGenError
 
 SAMPLE_SEED = 0  # the val lines every checkpoint (and every rerun) is read on
@@ -96,14 +101,15 @@ def sample_batches(run: CheckpointRun, sentences: int) -> list[Batch]:
 
 
 def internals_table(run: CheckpointRun, sentences: int = 200) -> pd.DataFrame:
-    """internals.csv: per checkpoint, the weight norm and each layer's mean attention entropy."""
+    """internals.csv: per checkpoint, the weight norm, each layer's mean attention entropy and the
+    weight statistics."""
     batches = sample_batches(run, sentences)
     rows = []
     for step, loaded in models(run):
         entropy = attention_entropy(loaded.model, loaded.config.model.family, batches, run.device)
         rows.append({"step": step, "weight_norm": weight_norm(loaded.model),
                      **{f"attn_entropy_layer{i}": h for i, h in enumerate(entropy, 1)},
-                     "attn_entropy_mean": sum(entropy) / len(entropy)})
+                     "attn_entropy_mean": sum(entropy) / len(entropy), **weight_statistics(loaded.model)})
     return pd.DataFrame(rows)
 
 

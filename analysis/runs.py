@@ -29,7 +29,8 @@ NEWLINE = b"\n"
 PARALLEL_FROM = 32  # runs; fewer are read in this process (starting workers costs more)
 # Arguments that say where or how a run was executed or evaluated, not what it trained.
 BOOKKEEPING = frozenset({"seed", "seeds", "save_dir", "save_prefix", "run_name", "data_dir", "device",
-                         "gpu_id", "resume", "eval_batch_size", "eval_keys", "model_load_path"})
+                         "gpu_id", "resume", "eval_batch_size", "eval_keys", "model_load_path",
+                         "no_weight_stats"})
 
 
 @dataclass

@@ -21,11 +21,12 @@ from evaluation import make_eval_batches
 from helpers import (BATCH_LINES, QF, REFERENCE, REFERENCE_CHECKPOINT, assert_one_line, eval_events, example,
                      model_flags, read_csv, tiny_model, train, vocab_of, write_files)
 from layers.attention import MultiHeadAttention
+from models.weight_statistics import NAMES
 
 needs_reference = pytest.mark.skipif(not REFERENCE_CHECKPOINT.exists(),
                                      reason=f"reference material not found at {REFERENCE}")
 TI_SPLITS = [f"{split}_{kind}" for split in ("val", "test") for kind in ("rc", "prep", "rc_sbj", "rc_obj")]
-INTERNALS_COLUMNS = ["step", "weight_norm", "attn_entropy_layer1", "attn_entropy_layer2", "attn_entropy_mean"]
+INTERNALS_COLUMNS = ["step", "weight_norm", "attn_entropy_layer1", "attn_entropy_layer2", "attn_entropy_mean", *NAMES]
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +234,10 @@ def test_internals_of_a_run(qf_run, tmp_path, capsys):
         assert norm == pytest.approx(expected, rel=1e-6) and weight_norm(model) == pytest.approx(expected, rel=1e-6)
     layers = table[["attn_entropy_layer1", "attn_entropy_layer2"]]
     assert np.allclose(layers.mean(axis=1), table["attn_entropy_mean"])
+    logged = eval_events(qf_run)  # the weight statistics training logged at the same steps
+    for row in table.itertuples(index=False):
+        assert dict(zip(NAMES, row[-len(NAMES):])) == pytest.approx({n: logged[row.step][n] for n in NAMES},
+                                                                    rel=1e-6, abs=1e-12)
     assert ((layers > 0.1) & (layers < math.log(40))).all().all()
     assert "attn_entropy_mean" in capsys.readouterr().out
 

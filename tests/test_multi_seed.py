@@ -8,8 +8,10 @@ import shutil
 import pytest
 import torch
 
-from helpers import TINY_QF_RUN, assert_one_line, events, train
+from checkpoint import load_model
+from helpers import TINY_QF_RUN, assert_one_line, eval_events, events, train
 from helpers import checkpoint_at as checkpoint
+from models.weight_statistics import NAMES, weight_statistics
 
 COMMON = [*TINY_QF_RUN, "--max_train_steps", "6", "--eval_every", "3", "--save_every", "3",
           "--dropout", "0"]  # no dropout: then a seed computes exactly what its single run does
@@ -60,6 +62,16 @@ def unfinished_copy(runs: str, name: str, save_dir) -> str:
     shutil.copytree(os.path.join(runs, name), copy)
     os.remove(os.path.join(copy, "checkpoint_6.pth"))
     return copy
+
+
+def test_each_seed_logs_the_weight_statistics_of_its_own_model(runs):
+    logged = {seed: eval_events(os.path.join(runs, f"multi_seed{seed}")) for seed in (5, 6, 7)}
+    for seed, by_step in logged.items():
+        assert sorted(by_step) == [0, 3, 6]
+        for step, event in by_step.items():
+            model = load_model(os.path.join(runs, f"multi_seed{seed}", f"checkpoint_{step}.pth")).model
+            assert {n: event[n] for n in NAMES} == pytest.approx(weight_statistics(model), rel=1e-6, abs=1e-12)
+    assert logged[5][6]["weights/l1"] != logged[6][6]["weights/l1"]
 
 
 def test_each_seed_records_exactly_its_single_run(runs):
