@@ -106,3 +106,14 @@ def test_no_weight_stats_logs_none(data_dir, tmp_path):
     logged = eval_events(tmp_path / "run")
     assert sorted(logged) == [0, 1, 2]
     assert not any(name.startswith("weights/") for event in logged.values() for name in event)
+
+
+def test_a_run_resumes_with_the_statistics_turned_off(data_dir, tmp_path):
+    """The statistics change nothing the run computes: turning them off is no reason to refuse --resume."""
+    flags = [*TINY_QF_RUN, "--max_train_steps", "2", "--eval_every", "1", "--save_every", "1",
+             "--save_dir", str(tmp_path), "--save_prefix", "run"]
+    assert train(data_dir, *flags) == 0
+    os.remove(tmp_path / "run" / "checkpoint_2.pth")  # as if stopped after step 1
+    assert train(data_dir, *flags, "--no_weight_stats", "--resume") == 0
+    logged = eval_events(tmp_path / "run")
+    assert ["weights/l1" in logged[step] for step in (0, 1, 2)] == [True, True, False]
