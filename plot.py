@@ -367,5 +367,94 @@ def per_run_figure(run: Run, data_dir: str | None = None) -> plt.Figure:
     return run_view(frame, run.name, None if types is None else types["seen"])
 
 
+
+# ---- python -m analysis hmm: latent states of training ----
+
+
+MAX_POINTS_ALPHA = 0.9  # a state's points, made fainter as runs pile up on each other
+
+
+def state_colors(n_states: int) -> list[tuple]:
+    """One colour per HMM state, state 0 first, the same in the graph and the curves."""
+    return [plt.get_cmap("tab10")(k % 10) for k in range(n_states)]
+
+
+def hmm_graph(transitions: pd.DataFrame, detours: pd.DataFrame, n_runs: int) -> plt.Figure:
+    """The states left to right in their order, the probability of staying inside each, and an arrow
+    for every transition the Viterbi paths make (count > 0), labelled with its fitted probability:
+    forward ones above the states, backward ones below (rows of hmm_transitions and hmm_detours)."""
+    n = len(detours)
+    palette = state_colors(n)
+    stay = transitions[transitions["from_state"] == transitions["to_state"]].set_index("from_state")["probability"]
+    moves = transitions[(transitions["count"] > 0) & (transitions["from_state"] != transitions["to_state"])]
+    rad = -0.35  # the same bend sends forward arrows (left to right) above and backward ones below
+    # the middle of arc3's quadratic curve: half the bend times the chord, perpendicular to it
+    middles = -0.5 * rad * 2.0 * (moves["to_state"] - moves["from_state"]).to_numpy(float)
+    top, bottom = np.max([0.8, *(middles + 0.4)]), np.min([-0.8, *(middles - 0.4)])
+    width = max(6.5, 1.9 * n + 1.0)
+    fig, ax = plt.subplots(figsize=(width, width * (top - bottom) / (2.0 * n) + 1.0), layout="constrained")
+    nodes = {}
+    for row in detours.itertuples():
+        nodes[row.state] = plt.Circle((row.state * 2.0, 0.0), 0.55, facecolor=palette[row.state], alpha=0.9,
+                                      edgecolor="black", lw=2.4 if row.obligatory else 1.0,
+                                      ls="--" if row.detour else "-", zorder=2)
+        ax.add_patch(nodes[row.state])
+        label = f"state {row.state}\nstay {stay[row.state]:.3f}\n{row.n_runs_visiting}/{n_runs} runs"
+        ax.text(row.state * 2.0, 0.0, label, ha="center", va="center", fontsize=8, zorder=3,
+                path_effects=[pe.withStroke(linewidth=2.5, foreground="white")])
+    for move, middle in zip(moves.itertuples(), middles):
+        a, b = nodes[move.from_state], nodes[move.to_state]
+        ax.annotate("", xy=b.center, xytext=a.center, zorder=1,
+                    arrowprops=dict(arrowstyle="-|>", connectionstyle=f"arc3,rad={rad}", patchA=a, patchB=b,
+                                    color="dimgray", lw=0.8 + 2.2 * move.probability ** 0.5, shrinkA=1, shrinkB=1))
+        ax.text((a.center[0] + b.center[0]) / 2, middle, f"{move.probability:.3f}\n({move.count}×)",
+                ha="center", va="center", fontsize=7, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none"))
+    ax.set(xlim=(-1.0, 2.0 * n - 1.0), ylim=(bottom, top), aspect="equal")
+    ax.axis("off")
+    ax.set_title(f"HMM states of {n_runs} runs; arrows: the transitions their Viterbi paths make,\n"
+                 "labelled with the fitted probability (and how often the paths make it);\n"
+                 "stay: the probability of remaining; runs: how many visit the state", fontsize=9)
+    handles = [Patch(facecolor="white", edgecolor="black", lw=2.4, label="obligatory (every run visits it)"),
+               Patch(facecolor="white", edgecolor="black", lw=1.0, ls="--",
+                     label="detour (its visitors converge later, p < 0.05)"),
+               Patch(facecolor="white", edgecolor="black", lw=1.0, label="optional")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=7, frameon=False)
+    return fig
+
+
+def hmm_curves(curves: pd.DataFrame) -> plt.Figure:
+    """One panel per series (the convergence metric, then each weight statistic; rows of
+    analysis.hmm.state_curves): each run a thin grey line, its evaluations coloured by their state."""
+    metrics = list(dict.fromkeys(curves["metric"]))
+    n_states = int(curves["state"].max()) + 1
+    palette = np.array(state_colors(n_states))
+    n_runs = curves["run"].nunique()
+    x, xlabel = _step_axis(curves["step"])
+    fig, axes = _grid(len(metrics) + 1, PANELS_PER_ROW, width=3.6, height=2.6)
+    alpha = min(MAX_POINTS_ALPHA, max(0.3, 15 / n_runs))
+    for ax, metric in zip(axes, metrics):
+        pick = (curves["metric"] == metric).to_numpy()
+        rows = curves[pick].assign(x=x[pick])
+        lines = [g[["x", "value"]].to_numpy(float) for _, g in rows.groupby("run", sort=False)]
+        ax.add_collection(LineCollection(lines, colors="grey", linewidths=0.4, alpha=min(0.6, 6 / n_runs), zorder=1))
+        ax.scatter(rows["x"], rows["value"], c=palette[rows["state"].to_numpy()], s=4, lw=0, alpha=alpha, zorder=2)
+        ax.autoscale_view()
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(axis_label(metric), fontsize=8)
+        if unit(metric) in ("accuracy", "share of lines"):
+            ax.set_ylim(-0.03, 1.03)
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    legend_ax = axes[-1]
+    legend_ax.axis("off")
+    handles = [Line2D([], [], ls="", marker="o", color=palette[k], label=f"state {k}") for k in range(n_states)]
+    handles.append(Line2D([], [], color="grey", lw=0.6, label=f"one run (n={n_runs})"))
+    legend_ax.legend(handles=handles, loc="center", fontsize=9, title="Viterbi state", frameon=False)
+    fig.suptitle("training curves coloured by HMM state (the statistics as logged; the model reads them "
+                 "z-scored within each run)", fontsize=10)
+    return fig
+
+
 if __name__ == "__main__":
     sys.exit(main())
