@@ -392,7 +392,8 @@ def hmm_graph(transitions: pd.DataFrame, detours: pd.DataFrame, n_runs: int) -> 
     middles = -0.5 * rad * 2.0 * (moves["to_state"] - moves["from_state"]).to_numpy(float)
     top, bottom = np.max([0.8, *(middles + 0.4)]), np.min([-0.8, *(middles - 0.4)])
     width = max(6.5, 1.9 * n + 1.0)
-    fig, ax = plt.subplots(figsize=(width, width * (top - bottom) / (2.0 * n) + 1.0), layout="constrained")
+    # the height of the drawing, plus room for the three-line title and the legend
+    fig, ax = plt.subplots(figsize=(width, width * (top - bottom) / (2.0 * n) + 1.6), layout="constrained")
     nodes = {}
     for row in detours.itertuples():
         nodes[row.state] = plt.Circle((row.state * 2.0, 0.0), 0.55, facecolor=palette[row.state], alpha=0.9,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.__main__ import main
-from analysis.hmm import Settings, canonical_labels, detour_table, training_map, zscore
+from analysis.hmm import Settings, canonical_labels, detour_table, fit_hmm, training_map, zscore
 from helpers import ARGS, TINY_QF_RUN, assert_one_line, evals, read_csv, train, write_run
 from models.weight_statistics import NAMES
 
@@ -82,6 +82,22 @@ def test_a_state_only_slow_runs_visit_is_a_detour():
     row = detours.set_index("state").loc[detour[0]]
     assert row["n_runs_visiting"] == len(slow) and row["r"] > 0.8 and row["p"] < 0.05 and not row["obligatory"]
     assert detours.loc[~detours["detour"], "obligatory"].all()
+
+
+@pytest.mark.parametrize("outliers", [False, True])
+def test_the_scaling_fit_is_the_log_space_fit(outliers):
+    """EM in the scaling implementation (the fast path) gives the fit of log space; where an evaluation
+    no state explains makes it underflow, the fit falls back to log space."""
+    _, frames = regime_runs(three_regimes(n_runs=6, n_evals=50))
+    runs = [zscore(frame[list(NAMES)].to_numpy(float)) for frame in frames.values()]
+    x, lengths = np.concatenate(runs), [len(r) for r in runs]
+    if outliers:  # one state cannot hold these: the scaled forward pass underflows
+        x[[40, 160], :] += [[100.0], [-100.0]]
+    fast, plain = (fit_hmm(x, lengths, 3 - 2 * outliers, 7, implementation) for implementation in ("scaling", "log"))
+    assert fast.implementation == plain.implementation == "log"
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        assert getattr(fast, name) == pytest.approx(getattr(plain, name), rel=1e-6, abs=1e-9), name
+    assert fast.score(x, lengths) == pytest.approx(plain.score(x, lengths), rel=1e-9)
 
 
 def test_zscore_is_per_column_and_leaves_constant_columns_at_zero():
