@@ -245,7 +245,7 @@ def _check_training_flags(ns: argparse.Namespace) -> None:
     _require(not ns.continue_lr or ns.model_load_path, "--continue_lr needs --model_load_path")
     _require(ns.save_prefix is None or ns.save_dir is not None, "--save_prefix needs --save_dir")
     _require(not ns.resume or ns.save_dir is not None, "--resume needs --save_dir")
-    _check_seed("--seed", ns.seed)
+    check_seed("--seed", ns.seed)
     _require(ns.run_name is None or ns.run_name.strip() != "", "--run_name is empty; give a name or leave it out")
     if ns.save_prefix is not None:
         _require(ns.save_prefix not in ("", ".", "..") and os.path.basename(ns.save_prefix) == ns.save_prefix,
@@ -263,11 +263,11 @@ def _seed_list(text: str) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise HierGenError(f"--seeds lists a seed twice: {text}")
     for seed in seeds:
-        _check_seed("--seeds", seed)
+        check_seed("--seeds", seed)
     return seeds
 
 
-def _check_seed(flag: str, seed: int) -> None:
+def check_seed(flag: str, seed: int) -> None:
     """The research code seeds NumPy too, which takes 0 .. 2^32 - 1: a run's seed must mean the
     same there."""
     _require(0 <= seed < 2**32, f"{flag} must be between 0 and {2**32 - 1} (got {seed})")

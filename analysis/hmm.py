@@ -41,6 +41,7 @@ from threadpoolctl import threadpool_limits
 import plot
 from analysis.cli import write_csv
 from analysis.runs import find_runs, read_runs
+from config import check_seed
 from models.weight_statistics import NAMES, PREFIX
 from util import HierGenError, check_folder_can_be_made
 
@@ -280,6 +281,7 @@ def command(args: argparse.Namespace) -> None:
     for flag in ("max_states", "restarts"):
         if getattr(args, flag) < 1:
             raise HierGenError(f"--{flag} must be at least 1")
+    check_seed("--seed", args.seed)
     s = Settings(args.metric, args.max_states, args.restarts, args.seed)
     check_folder_can_be_made(args.out, "--out")
     table, frames = read_runs(find_runs(args.runs), [PREFIX.rstrip("/"), s.metric])

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import plot
 from analysis.checkpoint_runs import CheckpointRun, add_run_arguments, models, open_run
 from analysis.cli import write_csv
+from config import check_seed
 from data_utils import question, tense
 from data_utils.config import DataConfig
 from data_utils.grammar import Frame
@@ -266,6 +267,7 @@ def command(args: argparse.Namespace) -> None:
     """trees.csv and trees.png in the output folder; a summary table on stdout."""
     if args.sentences < 1:
         raise HierGenError(f"--sentences must be at least 1, got {args.sentences}")
+    check_seed("--seed", args.seed)
     run = open_run(args)
     if run.config.model.family != "lm":
         raise HierGenError(f"{run.path}: trees needs a causal LM; this run trained a "

@@ -166,6 +166,7 @@ def test_the_command_on_tiny_multi_seed_training_runs(qf_dir, tmp_path, capsys):
     (6, 20, True, ["--metric", "val_aux"], ["metric val_aux was never logged by run run0"]),
     (6, 20, True, [], ["too few evaluations to fit 8 states", "--max_states"]),
     (6, 20, True, ["--restarts", "0"], ["--restarts must be at least 1"]),
+    (6, 20, True, ["--seed", "-1"], ["--seed must be between 0 and 4294967295"]),
 ])
 def test_bad_input_is_refused_in_one_line(tmp_path, capsys, n_runs, n_evals, stats, flags, fragments):
     runs = write_runs(tmp_path, with_detour(n_runs=n_runs, n_evals=n_evals), stats)

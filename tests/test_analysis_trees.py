@@ -196,6 +196,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_run, tmp_path, cap
     capsys.readouterr()
     cases = [([str(tmp_path / "none")], "not a run directory"),
              ([run, "--sentences", "0"], "--sentences must be at least 1"),
+             ([run, "--seed", "-1"], "--seed must be between 0 and 4294967295"),
              ([str(classifier)], "trees needs a causal LM"),
              ([run, "--data_dir", str(tmp_path / "nowhere")], "missing data file")]
     for argv, message in cases:
