@@ -1,12 +1,28 @@
-"""Figures of runs: every matplotlib call of the project lives here (Agg backend, no display needed).
+"""Every figure of the project: matplotlib only, drawing the data it is given (Agg backend, no display).
+
+Each figure function takes the data it draws (DataFrames and column names) and, like seaborn's,
+either an `ax=` to draw into (single-panel figures) or a `fig=` (a Figure or a SubFigure, for
+multi-panel ones), making its own when none is given; it returns what it drew. So panels compose:
+
+    fig = plt.figure(figsize=(12, 4), layout="constrained")
+    left, right = fig.subfigures(1, 2)
+    plot.outcomes(runs, ax=left.subplots())
+    plot.checkpoint_accuracies(table, ["val_aux", "test_aux"], "run", ax=right.subplots())
+    plot.save(fig, "figure.pdf")
+
+`save` writes PNG, PDF or SVG by the path's extension (PDF with TrueType fonts embedded). STYLE
+below is the one place for sizes and fonts; `colors` gives conditions their colours.
+
+The command line reads run directories and draws them (`python plot.py RUN...`); importing this
+module loads matplotlib, NumPy and pandas only.
 
     python plot.py RUN... [--metric test_aux --metric val_aux ...] [--out analysis/plot.png]
-    python plot.py RUN... --per_run [--out analysis/]
+    python plot.py RUN... --per_run [--out analysis/] [--format png|pdf|svg]
 
 The first draws one panel per metric: every seed as a thin translucent line in its condition's
 colour, the condition's median across seeds and its interquartile band on top; steps in
 thousands. The second draws, for each run, the shares of each rule's answer over training and
-its accuracy per sentence type (type x step heatmap), into `{out}/{run}_run.png`.
+its accuracy per sentence type (type x step heatmap), into `{out}/{run}_run.{format}`.
 """
 from __future__ import annotations
 
@@ -22,23 +38,45 @@ import matplotlib.patheffects as pe  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.figure import FigureBase  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from analysis.runs import RULE_SHARES, Run, curves, find_runs, read_metrics, rule_shares  # noqa: E402
-from analysis.seen import TYPE_PREFIX, input_tags_of_key, type_table  # noqa: E402
 from util import HierGenError, Parser, atomic_open, check_folder_can_be_made, run_command  # noqa: E402
 
+# ---- style: sizes, fonts, colours ----
+
+STYLE = {
+    "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8, "legend.title_fontsize": 8,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "grid.alpha": 0.3,
+    "pdf.fonttype": 42,        # TrueType fonts in PDFs: journals refuse Type 3
+    "svg.fonttype": "path",    # text as outlines: an SVG looks the same without the font installed
+    "svg.hashsalt": "hier_gen",  # the same ids on every run: reruns write the same SVG
+}
+SMALL = 7  # annotations inside cells and along arrows
+DPI = 130  # PNGs; `--dpi` changes it
+FORMATS = ("png", "pdf", "svg")
 PANELS_PER_ROW = 4
 COMMITMENT_MARKERS = {"hierarchical": "^", "linear": "v", "uncommitted": "o", "unknown": "s"}
+# The shares of each rule's answer on the generalization lines (QF, then TI): hierarchical green,
+# linear red, neither grey.
+RULE_COLORS = {"test_hierarchical": "tab:green", "test_agree_subject": "tab:green",
+               "test_linear": "tab:red", "test_agree_recent": "tab:red", "test_other": "tab:gray"}
 OUTLINED = [pe.Stroke(linewidth=2.6, foreground="black"), pe.Normal()]  # the median stands out of any band
+styled = matplotlib.rc_context(STYLE)  # a decorator: each figure function draws in the style
 
 
 def colors(conditions) -> dict[str, tuple]:
     """One colour per condition, the same in every figure of a command."""
     cmap = plt.get_cmap("tab10" if len(conditions) <= 10 else "tab20")
     return {c: cmap(i % cmap.N) for i, c in enumerate(conditions)}
+
+
+def state_colors(n_states: int) -> list[tuple]:
+    """One colour per HMM state, state 0 first, the same in the graph and the curves."""
+    return [plt.get_cmap("tab10")(k % 10) for k in range(n_states)]
 
 
 def unit(metric: str) -> str | None:
@@ -54,62 +92,109 @@ def axis_label(metric: str) -> str:
     return f"{metric} ({unit(metric)})" if unit(metric) else metric
 
 
-def trajectories(curves: pd.DataFrame) -> plt.Figure:
-    """Panels metric x condition from the long table of analysis.runs.curves."""
+# ---- making and saving figures ----
+
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    """The axes to draw into: the caller's, or those of a new figure of `figsize`."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _figure(fig: FigureBase | None, figsize: tuple[float, float]) -> FigureBase:
+    """The (sub)figure to draw into: the caller's, or a new one of `figsize`."""
+    return fig if fig is not None else plt.figure(figsize=figsize, layout="constrained")
+
+
+def save(drawn: FigureBase | Axes, path: str, dpi: int = DPI) -> None:
+    """Write the figure holding `drawn` atomically, as its extension says (.png at `dpi`, .pdf, .svg),
+    and free it. PDFs and SVGs carry no creation date, so reruns write the same bytes."""
+    fmt = os.path.splitext(path)[1].lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise HierGenError(f"{path}: figures are written as {', '.join('.' + f for f in FORMATS)}")
+    fig = drawn.get_figure(root=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    metadata = {"png": None, "pdf": {"CreationDate": None}, "svg": {"Date": None}}[fmt]
+    with matplotlib.rc_context(STYLE), atomic_open(path, "wb") as f:
+        fig.savefig(f, format=fmt, dpi=dpi, metadata=metadata)
+    plt.close(fig)
+
+
+def _grid(fig: FigureBase, n_panels: int, ncols: int) -> list[Axes]:
+    """n_panels axes in `fig`, ncols a row, sharing x; the unused cells hidden."""
+    axes = fig.subplots(math.ceil(n_panels / ncols), ncols, squeeze=False, sharex=True)
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    return list(axes.flat[:n_panels])
+
+
+def _grid_size(n_panels: int, ncols: int, width: float, height: float) -> tuple[float, float]:
+    return width * ncols, height * math.ceil(n_panels / ncols)
+
+
+def _step_axis(steps: pd.Series) -> tuple[np.ndarray, str]:
+    """Steps for an x axis, in thousands once a run is long enough for that to read better."""
+    steps = steps.to_numpy(float)
+    return (steps / 1000, "step (thousands)") if steps.max() >= 10_000 else (steps, "step")
+
+
+def _accuracy_limits(ax: Axes, metric: str) -> None:
+    if unit(metric) in ("accuracy", "share of lines"):
+        ax.set_ylim(-0.03, 1.03)
+
+
+# ---- trajectories across seeds (dynamics, plot.py) ----
+
+@styled
+def trajectories(curves: pd.DataFrame, fig: FigureBase | None = None) -> FigureBase:
+    """Panels metric x condition from the long table of analysis.runs.curves (metric, condition,
+    run, step, value; condition categorical)."""
     conditions = list(curves["condition"].cat.categories)
     metrics = list(dict.fromkeys(curves["metric"]))
     palette = colors(conditions)
     panels = [(m, c) for m in metrics for c in conditions]
-    fig, axes = _grid(len(panels), min(len(conditions), PANELS_PER_ROW))
-    first_of_metric: dict[str, plt.Axes] = {}
-    for ax, (metric, condition) in zip(axes, panels):
+    ncols = min(len(conditions), PANELS_PER_ROW)
+    fig = _figure(fig, _grid_size(len(panels), ncols, 3.8, 3.0))
+    first_of_metric: dict[str, Axes] = {}
+    for ax, (metric, condition) in zip(_grid(fig, len(panels), ncols), panels):
         if metric in first_of_metric:
             ax.sharey(first_of_metric[metric])
         first_of_metric.setdefault(metric, ax)
         rows = curves[(curves["metric"] == metric) & (curves["condition"] == condition)]
         n_seeds = _draw_seeds(ax, rows, palette[condition])
-        ax.legend(handles=_style_handles(palette[condition], f"seeds (n={n_seeds})"), fontsize=7, loc="best")
-        ax.set_title(textwrap.fill(condition, 45), fontsize=9)
+        ax.legend(handles=_style_handles(palette[condition], f"seeds (n={n_seeds})"), fontsize=SMALL, loc="best")
+        ax.set_title(textwrap.fill(condition, 45))
         _label_metric_axes(ax, metric)
     return fig
 
 
-def metric_panels(curves: pd.DataFrame) -> plt.Figure:
+@styled
+def metric_panels(curves: pd.DataFrame, fig: FigureBase | None = None) -> FigureBase:
     """One panel per metric, every condition in its own colour (the long table of analysis.runs.curves)."""
     conditions = list(curves["condition"].cat.categories)
     palette = colors(conditions)
     metrics = list(dict.fromkeys(curves["metric"]))
-    fig, axes = _grid(len(metrics), min(len(metrics), 2), width=6.0, height=4.5)
-    for ax, metric in zip(axes, metrics):
+    ncols = min(len(metrics), 2)
+    fig = _figure(fig, _grid_size(len(metrics), ncols, 6.0, 4.5))
+    for ax, metric in zip(_grid(fig, len(metrics), ncols), metrics):
         seeds = {c: _draw_seeds(ax, rows, palette[c], shared_by=len(conditions)) for c, rows in
                  curves[curves["metric"] == metric].groupby("condition", observed=True)}
         _label_metric_axes(ax, metric)
     handles = [Patch(color=palette[c], label=f"{textwrap.shorten(c, 50)} (n={n})") for c, n in seeds.items()]
     handles += _style_handles("grey", "one seed")
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize=8)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)))
     return fig
 
 
-def _grid(n_panels: int, ncols: int, width: float = 3.8, height: float = 3.0) -> tuple[plt.Figure, list[plt.Axes]]:
-    """A figure of n_panels axes, ncols a row, sharing x; the unused cells hidden."""
-    nrows = math.ceil(n_panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
-                             sharex=True, layout="constrained")
-    for ax in axes.flat[n_panels:]:
-        ax.set_visible(False)
-    return fig, list(axes.flat[:n_panels])
-
-
-def _label_metric_axes(ax: plt.Axes, metric: str) -> None:
+def _label_metric_axes(ax: Axes, metric: str) -> None:
     ax.set_xlabel("step (thousands)")
     ax.set_ylabel(axis_label(metric), fontsize=8)
     ax.xaxis.set_tick_params(labelbottom=True)
-    if unit(metric) in ("accuracy", "share of lines"):
-        ax.set_ylim(-0.03, 1.03)
-    ax.grid(alpha=0.3)
+    _accuracy_limits(ax, metric)
+    ax.grid(True)
 
 
-def _draw_seeds(ax: plt.Axes, rows: pd.DataFrame, color, shared_by: int = 1) -> int:
+def _draw_seeds(ax: Axes, rows: pd.DataFrame, color, shared_by: int = 1) -> int:
     """Thin translucent seed lines, then the interquartile band and the median above them (above
     every condition's lines where `shared_by` conditions share the panel); the seed count."""
     n_seeds = rows["run"].nunique()
@@ -134,58 +219,13 @@ def _style_handles(color, seed_label: str) -> list:
             Patch(color=color, alpha=0.3, label="interquartile range")]
 
 
-def run_view(frame: pd.DataFrame, title: str, seen: pd.Series | None = None) -> plt.Figure:
-    """One run: the shares of each rule's answer over training above its accuracy per sentence type.
-
-    `frame` holds the run's logged series by step; `seen` (type key -> bool) marks the types whose
-    input occurred in its training data.
-    """
-    types = [c for c in frame if c.startswith(TYPE_PREFIX + "/")]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 3.2 + max(2.0, 0.13 * len(types))), layout="constrained",
-                                      height_ratios=[3.2, max(2.0, 0.13 * len(types))])
-    x = frame.index.to_numpy(float) / 1000
-    shares = rule_shares(frame) or ()
-    for column, color in [*zip(shares, ["tab:green", "tab:red"]), ("test_other", "tab:gray")]:
-        if column in frame:
-            top.plot(x, frame[column], color=color, lw=1.4, label=f"{column} (share of lines)")
-    if "test_aux" in frame:
-        top.plot(x, frame["test_aux"], color="black", lw=1.0, ls="--", label="test_aux (accuracy)")
-    top.set(title=title, xlabel="step (thousands)", ylabel="share / accuracy", ylim=(-0.03, 1.03))
-    top.grid(alpha=0.3)
-    top.legend(fontsize=8, loc="best")
-    if types:
-        _type_heatmap(fig, bottom, frame[types], seen)
-    else:
-        bottom.set_visible(False)
-    return fig
-
-
-def _type_heatmap(fig: plt.Figure, ax: plt.Axes, acc: pd.DataFrame, seen: pd.Series | None) -> None:
-    """Types x steps of accuracy: seen types first (when known), each group by its final accuracy."""
-    final = acc.ffill().iloc[-1]
-    order = final.sort_values(ascending=False).index
-    if seen is not None:
-        order = sorted(order, key=lambda key: not seen.get(key, False))
-    steps = acc.index.to_numpy(float) / 1000
-    half = np.diff(steps).min() / 2 if len(steps) > 1 else 0.5  # each column centred on its evaluation
-    image = ax.imshow(acc[order].to_numpy(float).T, aspect="auto", cmap="viridis", vmin=0, vmax=1,
-                      interpolation="nearest", extent=(steps[0] - half, steps[-1] + half, len(order) - 0.5, -0.5))
-    marked = seen is not None and seen.reindex(order).fillna(False).nunique() > 1
-    labels = [input_tags_of_key(k) + ("  [seen]" if marked and seen.get(k, False) else "") for k in order]
-    ax.set_yticks(range(len(order)), labels, fontsize=max(4.0, min(7.0, 300 / len(order))))
-    ylabel = "sentence type (input tags)"
-    if seen is not None and not marked:
-        ylabel += "\n" + ("all" if seen.reindex(order).fillna(False).all() else "none") + " seen in training"
-    ax.set(xlabel="step (thousands)", ylabel=ylabel)
-    fig.colorbar(image, ax=ax, label="accuracy on the type's lines", fraction=0.04)
-
-
-def outcomes(runs: pd.DataFrame, metric: str = "test_aux", end_evals: int = 5) -> plt.Figure:
+@styled
+def outcomes(runs: pd.DataFrame, metric: str = "test_aux", end_evals: int = 5, ax: Axes | None = None) -> Axes:
     """End values per condition (rows of runs.csv): one dot per seed, its shape its commitment."""
     conditions = list(runs["condition"].cat.categories)
     palette = colors(conditions)
     rng = np.random.default_rng(0)  # fixed jitter: reruns draw the same figure
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(conditions) + 2), 4.0))
+    ax = _axes(ax, (max(4.5, 1.3 * len(conditions) + 2), 4.0))
     commitments = runs["commitment"].fillna("unknown")  # runs that logged no rule shares
     for i, condition in enumerate(conditions):
         pick = (runs["condition"] == condition).to_numpy()
@@ -199,33 +239,76 @@ def outcomes(runs: pd.DataFrame, metric: str = "test_aux", end_evals: int = 5) -
                   rotation=20 if len(conditions) > 4 else 0)
     ax.set_xlim(-0.6, len(conditions) - 0.4)
     ax.set_xlabel("condition")
-    if unit(metric) in ("accuracy", "share of lines"):
-        ax.set_ylim(-0.03, 1.03)
-    ax.set_ylabel(f"end {axis_label(metric)}\n(mean of the last {end_evals} evaluations)", fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
+    _accuracy_limits(ax, metric)
+    ax.set_ylabel(f"end {axis_label(metric)}\n(mean of the last {end_evals} evaluations)")
+    ax.grid(True, axis="y")
     handles = [Line2D([], [], ls="", marker=m, color="grey", markeredgecolor="black", label=kind)
                for kind, m in COMMITMENT_MARKERS.items() if (commitments == kind).any()]
     handles.append(Line2D([], [], color="black", lw=1.5, label="median"))
-    ax.legend(handles=handles, title="seeds by commitment", title_fontsize=8, fontsize=8, loc="best")
-    fig.tight_layout()
+    ax.legend(handles=handles, title="seeds by commitment", loc="best")
+    return ax
+
+
+# ---- one run: rule shares and accuracy per sentence type (plot.py --per_run) ----
+
+@styled
+def run_view(frame: pd.DataFrame, accuracy: pd.DataFrame, title: str, seen: pd.Series | None = None,
+             fig: FigureBase | None = None) -> FigureBase:
+    """One run: the shares of each rule's answer over training above its accuracy per sentence type.
+
+    `frame` holds the run's series by step (the rule shares of RULE_COLORS and `test_aux`, where
+    logged); `accuracy` its accuracy by step (rows) and sentence type (columns, named by the type's
+    input tags); `seen` (type -> bool) marks the types whose input occurred in its training data.
+    """
+    height = max(2.0, 0.13 * accuracy.shape[1])
+    fig = _figure(fig, (9, 3.2 + height))
+    top, bottom = fig.subplots(2, 1, height_ratios=[3.2, height])
+    x = frame.index.to_numpy(float) / 1000
+    for column, color in RULE_COLORS.items():
+        if column in frame:
+            top.plot(x, frame[column], color=color, lw=1.4, label=f"{column} (share of lines)")
+    if "test_aux" in frame:
+        top.plot(x, frame["test_aux"], color="black", lw=1.0, ls="--", label="test_aux (accuracy)")
+    top.set(title=title, xlabel="step (thousands)", ylabel="share / accuracy", ylim=(-0.03, 1.03))
+    top.grid(True)
+    top.legend(loc="best")
+    if accuracy.shape[1]:
+        _type_heatmap(fig, bottom, accuracy, seen)
+    else:
+        bottom.set_visible(False)
     return fig
 
 
-# ---- checkpoint analyses: checkpoints.csv and internals.csv over training ----
+def _type_heatmap(fig: FigureBase, ax: Axes, acc: pd.DataFrame, seen: pd.Series | None) -> None:
+    """Types x steps of accuracy: seen types first (when known), each group by its final accuracy."""
+    final = acc.ffill().iloc[-1]
+    order = final.sort_values(ascending=False).index
+    if seen is not None:
+        order = sorted(order, key=lambda key: not seen.get(key, False))
+    steps = acc.index.to_numpy(float) / 1000
+    half = np.diff(steps).min() / 2 if len(steps) > 1 else 0.5  # each column centred on its evaluation
+    image = ax.imshow(acc[order].to_numpy(float).T, aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                      interpolation="nearest", extent=(steps[0] - half, steps[-1] + half, len(order) - 0.5, -0.5))
+    marked = seen is not None and seen.reindex(order).fillna(False).nunique() > 1
+    labels = [key + ("  [seen]" if marked and seen.get(key, False) else "") for key in order]
+    ax.set_yticks(range(len(order)), labels, fontsize=max(4.0, min(7.0, 300 / len(order))))
+    ylabel = "sentence type (input tags)"
+    if seen is not None and not marked:
+        ylabel += "\n" + ("all" if seen.reindex(order).fillna(False).all() else "none") + " seen in training"
+    ax.set(xlabel="step (thousands)", ylabel=ylabel)
+    fig.colorbar(image, ax=ax, label="accuracy on the type's lines", fraction=0.04)
 
-def _step_axis(steps: pd.Series) -> tuple[np.ndarray, str]:
-    """Steps for an x axis, in thousands once a run is long enough for that to read better."""
-    steps = steps.to_numpy(float)
-    return (steps / 1000, "step (thousands)") if steps.max() >= 10_000 else (steps, "step")
 
+# ---- checkpoint analyses: checkpoints.csv, internals.csv, trees.csv, probe.csv over training ----
 
-def checkpoint_accuracies(table: pd.DataFrame, columns: list[str], title: str) -> plt.Figure:
+@styled
+def checkpoint_accuracies(table: pd.DataFrame, columns: list[str], title: str, ax: Axes | None = None) -> Axes:
     """The accuracies of checkpoints.csv over training: one colour per split, the task accuracy
     (`{split}_aux`) solid, the full-sequence accuracy (`{split}_full_seq`) dashed."""
     x, xlabel = _step_axis(table["step"])
     splits = list(dict.fromkeys(c.removesuffix("_aux").removesuffix("_full_seq") for c in columns))
     palette = dict(zip(splits, plt.get_cmap("tab10").colors))
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    ax = _axes(ax, (7.5, 4.2))
     for column in columns:
         full_seq = column.endswith("_full_seq")
         split = column.removesuffix("_full_seq" if full_seq else "_aux")
@@ -233,39 +316,41 @@ def checkpoint_accuracies(table: pd.DataFrame, columns: list[str], title: str) -
                 label=f"{column} ({'whole output exact' if full_seq else 'task token'})")
     ax.set(title=f"{title}: accuracy of each checkpoint", xlabel=xlabel, ylabel="accuracy (share of lines)",
            ylim=(-0.03, 1.03))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    return fig
+    ax.grid(True)
+    ax.legend(loc="best")
+    return ax
 
 
-def internals(table: pd.DataFrame, title: str) -> plt.Figure:
+@styled
+def weights_and_attention(table: pd.DataFrame, title: str, fig: FigureBase | None = None) -> FigureBase:
     """internals.csv over training: the weight norm, and each layer's mean attention entropy."""
     x, xlabel = _step_axis(table["step"])
     layers = [c for c in table if c.startswith("attn_entropy_layer")]
-    fig, (norm, entropy) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    fig = _figure(fig, (11, 4.2))
+    norm, entropy = fig.subplots(1, 2)
     norm.plot(x, table["weight_norm"], color="tab:blue", marker=".", lw=1.4, label="weight_norm")
     norm.set(xlabel=xlabel, ylabel="weight norm √Σ‖p‖² (all parameters)", title="weight norm")
     norm.ticklabel_format(axis="y", useOffset=False)
-    norm.legend(fontsize=8, loc="best")
+    norm.legend(loc="best")
     shades = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(layers)))
     for column, color in zip(layers, shades):
         entropy.plot(x, table[column], color=color, marker=".", lw=1.2,
                      label=f"layer {column.removeprefix('attn_entropy_layer')}")
     entropy.plot(x, table["attn_entropy_mean"], color="black", lw=2.0, ls="--", label="mean over layers")
     entropy.set(xlabel=xlabel, ylabel="mean attention entropy (nats)", title="attention entropy")
-    entropy.legend(fontsize=8, loc="best", ncols=2 if len(layers) > 6 else 1)
+    entropy.legend(loc="best", ncols=2 if len(layers) > 6 else 1)
     for ax in (norm, entropy):
-        ax.grid(alpha=0.3)
+        ax.grid(True)
     fig.suptitle(f"{title}: weights and attention of each checkpoint")
     return fig
 
 
-# ---- tree projections (python -m analysis trees) ----
-
-def tree_scores(table: pd.DataFrame, title: str) -> plt.Figure:
+@styled
+def tree_scores(table: pd.DataFrame, title: str, fig: FigureBase | None = None) -> FigureBase:
     """t_score and t_parseval over training (rows of trees.csv), the right-branching tree's F1 as
     the reference a parser must beat."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True, layout="constrained")
+    fig = _figure(fig, (10, 3.8))
+    left, right = fig.subplots(1, 2, sharex=True)
     x, xlabel = _step_axis(table["step"])
     left.plot(x, table["t_score"], color="tab:blue", marker="o", ms=3, lw=1.4, label="t_score")
     left.axhline(0, color="grey", lw=0.8, ls=":", label="random splits (0)")
@@ -276,110 +361,48 @@ def tree_scores(table: pd.DataFrame, title: str) -> plt.Figure:
     right.set(ylabel="bracket F1 against the gold trees", ylim=(-0.03, 1.03))
     for ax in (left, right):
         ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"{title}: tree projections of {table['n_sentences'].iloc[0]} training declaratives", fontsize=10)
+        ax.grid(True)
+        ax.legend(loc="best")
+    fig.suptitle(f"{title}: tree projections of {table['n_sentences'].iloc[0]} training declaratives")
     return fig
 
-
-# ---- probe: linear probes, layer x checkpoint ----
 
 MAX_STEP_TICKS = 12
 MAX_ANNOTATED_CELLS = 250  # beyond this, numbers in the cells are unreadable
 
 
-def probe_heatmap(table: pd.DataFrame, label: str) -> plt.Figure:
+@styled
+def probe_heatmap(table: pd.DataFrame, label: str, ax: Axes | None = None) -> Axes:
     """One label's held-out probe accuracy, layer x checkpoint (rows of probe.csv), its controls in the title."""
     rows = table[table["label"] == label]
     acc = rows.pivot(index="layer", columns="step", values="test_acc").sort_index()
     n_layers, n_steps = acc.shape
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * n_steps + 2.8), max(3.2, 0.42 * n_layers + 1.9)),
-                           layout="constrained")
+    ax = _axes(ax, (max(5.0, 0.6 * n_steps + 2.8), max(3.2, 0.42 * n_layers + 1.9)))
     image = ax.imshow(acc.to_numpy(float), origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1,
                       interpolation="nearest")
     if acc.size <= MAX_ANNOTATED_CELLS:
         for (i, j), value in np.ndenumerate(acc.to_numpy(float)):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=SMALL,
                     color="white" if value < 0.6 else "black")
     ticks = np.unique(np.linspace(0, n_steps - 1, min(n_steps, MAX_STEP_TICKS)).round().astype(int))
     names = [f"{acc.columns[t]:,}" for t in ticks]
-    ax.set_xticks(ticks, names, rotation=45 if sum(map(len, names)) > 40 else 0, fontsize=8)
-    ax.set_yticks(range(n_layers), ["0 (embeddings)" if layer == 0 else str(layer) for layer in acc.index],
-                  fontsize=8)
+    ax.set_xticks(ticks, names, rotation=45 if sum(map(len, names)) > 40 else 0)
+    ax.set_yticks(range(n_layers), ["0 (embeddings)" if layer == 0 else str(layer) for layer in acc.index])
     ax.set(xlabel="checkpoint (training step)", ylabel="layer (output of)")
     control, majority = rows["control_acc"], rows["majority_acc"].iloc[0]
     ax.set_title(f"probe '{label}': test accuracy on held-out points\n"
-                 f"majority class {majority:.2f}, control task {control.min():.2f}–{control.max():.2f}", fontsize=9)
-    fig.colorbar(image, ax=ax, label="test accuracy", fraction=0.05)
-    return fig
+                 f"majority class {majority:.2f}, control task {control.min():.2f}–{control.max():.2f}")
+    ax.figure.colorbar(image, ax=ax, label="test accuracy", fraction=0.05)
+    return ax
 
 
-def save(fig: plt.Figure, path: str) -> None:
-    """Write a PNG atomically and free the figure."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=130)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = Parser(description="Plot the trajectories of runs across seeds, or each run's rule shares "
-                                "and per-type accuracies.")
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or globs of them")
-    parser.add_argument("--metric", action="append", help="metric to plot (repeatable; default test_aux)")
-    parser.add_argument("--per_run", action="store_true",
-                        help="one figure per run: rule shares over training and accuracy per sentence type")
-    parser.add_argument("--data_dir", default=None,
-                        help="--per_run: where the runs' data folders are, to mark seen types "
-                             "(default: as each args.json says)")
-    parser.add_argument("--out", default=None,
-                        help="output PNG (default ./analysis/plot.png); with --per_run a folder (default ./analysis)")
-
-    def command():
-        args = parser.parse_args(argv)
-        runs = find_runs(args.runs)
-        if args.per_run:
-            if args.metric:
-                raise HierGenError("--metric does not apply to --per_run (it draws the rule shares and types)")
-            out = args.out or "analysis"
-            check_folder_can_be_made(out, "--out")
-            for run in runs:
-                path = os.path.join(out, f"{os.path.basename(run.path)}_run.png")
-                save(per_run_figure(run, args.data_dir), path)
-                print(f"wrote {path}")
-            return
-        out = args.out or os.path.join("analysis", "plot.png")
-        if os.path.isdir(out):
-            raise HierGenError(f"--out {out} is a folder; give the figure's file name (FIG.png)")
-        check_folder_can_be_made(os.path.dirname(out) or ".", "--out")
-        save(metric_panels(curves(runs, args.metric or ["test_aux"])), out)
-        print(f"wrote {out}")
-
-    return run_command(command)
-
-
-def per_run_figure(run: Run, data_dir: str | None = None) -> plt.Figure:
-    """run_view of a run directory, its seen types marked where its training data can be read."""
-    frame = read_metrics(run, ["test_aux", "test_other", *(c for pair in RULE_SHARES for c in pair), TYPE_PREFIX])
-    if frame.empty:
-        raise HierGenError(f"{run.path}: no evaluation on the generalization set was logged")
-    types = type_table(run.args, data_dir)
-    return run_view(frame, run.name, None if types is None else types["seen"])
-
-
-
-# ---- python -m analysis hmm: latent states of training ----
-
+# ---- training maps (python -m analysis hmm) ----
 
 MAX_POINTS_ALPHA = 0.9  # a state's points, made fainter as runs pile up on each other
 
 
-def state_colors(n_states: int) -> list[tuple]:
-    """One colour per HMM state, state 0 first, the same in the graph and the curves."""
-    return [plt.get_cmap("tab10")(k % 10) for k in range(n_states)]
-
-
-def hmm_graph(transitions: pd.DataFrame, detours: pd.DataFrame, n_runs: int) -> plt.Figure:
+@styled
+def hmm_graph(transitions: pd.DataFrame, detours: pd.DataFrame, n_runs: int, ax: Axes | None = None) -> Axes:
     """The states left to right in their order, the probability of staying inside each, and an arrow
     for every transition the Viterbi paths make (count > 0), labelled with its fitted probability:
     forward ones above the states, backward ones below (rows of hmm_transitions and hmm_detours)."""
@@ -393,7 +416,7 @@ def hmm_graph(transitions: pd.DataFrame, detours: pd.DataFrame, n_runs: int) -> 
     top, bottom = np.max([0.8, *(middles + 0.4)]), np.min([-0.8, *(middles - 0.4)])
     width = max(6.5, 1.9 * n + 1.0)
     # the height of the drawing, plus room for the three-line title and the legend
-    fig, ax = plt.subplots(figsize=(width, width * (top - bottom) / (2.0 * n) + 1.6), layout="constrained")
+    ax = _axes(ax, (width, width * (top - bottom) / (2.0 * n) + 1.6))
     nodes = {}
     for row in detours.itertuples():
         nodes[row.state] = plt.Circle((row.state * 2.0, 0.0), 0.55, facecolor=palette[row.state], alpha=0.9,
@@ -409,21 +432,23 @@ def hmm_graph(transitions: pd.DataFrame, detours: pd.DataFrame, n_runs: int) -> 
                     arrowprops=dict(arrowstyle="-|>", connectionstyle=f"arc3,rad={rad}", patchA=a, patchB=b,
                                     color="dimgray", lw=0.8 + 2.2 * move.probability ** 0.5, shrinkA=1, shrinkB=1))
         ax.text((a.center[0] + b.center[0]) / 2, middle, f"{move.probability:.3f}\n({move.count}×)",
-                ha="center", va="center", fontsize=7, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none"))
+                ha="center", va="center", fontsize=SMALL, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none"))
     ax.set(xlim=(-1.0, 2.0 * n - 1.0), ylim=(bottom, top), aspect="equal")
     ax.axis("off")
     ax.set_title(f"HMM states of {n_runs} runs; arrows: the transitions their Viterbi paths make,\n"
                  "labelled with the fitted probability (and how often the paths make it);\n"
-                 "stay: the probability of remaining; runs: how many visit the state", fontsize=9)
+                 "stay: the probability of remaining; runs: how many visit the state")
     handles = [Patch(facecolor="white", edgecolor="black", lw=2.4, label="obligatory (every run visits it)"),
                Patch(facecolor="white", edgecolor="black", lw=1.0, ls="--",
                      label="detour (its visitors converge later, p < 0.05)"),
                Patch(facecolor="white", edgecolor="black", lw=1.0, label="optional")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=7, frameon=False)
-    return fig
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=3, fontsize=SMALL,
+              frameon=False)
+    return ax
 
 
-def hmm_curves(curves: pd.DataFrame) -> plt.Figure:
+@styled
+def hmm_curves(curves: pd.DataFrame, fig: FigureBase | None = None) -> FigureBase:
     """One panel per series (the convergence metric, then each weight statistic; rows of
     analysis.hmm.state_curves): each run a thin grey line, its evaluations coloured by their state."""
     metrics = list(dict.fromkeys(curves["metric"]))
@@ -431,7 +456,8 @@ def hmm_curves(curves: pd.DataFrame) -> plt.Figure:
     palette = np.array(state_colors(n_states))
     n_runs = curves["run"].nunique()
     x, xlabel = _step_axis(curves["step"])
-    fig, axes = _grid(len(metrics) + 1, PANELS_PER_ROW, width=3.6, height=2.6)
+    fig = _figure(fig, _grid_size(len(metrics) + 1, PANELS_PER_ROW, 3.6, 2.6))
+    axes = _grid(fig, len(metrics) + 1, PANELS_PER_ROW)
     alpha = min(MAX_POINTS_ALPHA, max(0.3, 15 / n_runs))
     for ax, metric in zip(axes, metrics):
         pick = (curves["metric"] == metric).to_numpy()
@@ -442,11 +468,10 @@ def hmm_curves(curves: pd.DataFrame) -> plt.Figure:
         ax.autoscale_view()
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(axis_label(metric), fontsize=8)
-        if unit(metric) in ("accuracy", "share of lines"):
-            ax.set_ylim(-0.03, 1.03)
+        _accuracy_limits(ax, metric)
         ax.xaxis.set_tick_params(labelbottom=True)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=SMALL)
+        ax.grid(True)
     legend_ax = axes[-1]
     legend_ax.axis("off")
     handles = [Line2D([], [], ls="", marker="o", color=palette[k], label=f"state {k}") for k in range(n_states)]
@@ -455,6 +480,56 @@ def hmm_curves(curves: pd.DataFrame) -> plt.Figure:
     fig.suptitle("training curves coloured by HMM state (the statistics as logged; the model reads them "
                  "z-scored within each run)", fontsize=10)
     return fig
+
+
+# ---- the command line ----
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(description="Plot the trajectories of runs across seeds, or each run's rule shares "
+                                "and per-type accuracies.")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or globs of them")
+    parser.add_argument("--metric", action="append", help="metric to plot (repeatable; default test_aux)")
+    parser.add_argument("--per_run", action="store_true",
+                        help="one figure per run: rule shares over training and accuracy per sentence type")
+    parser.add_argument("--data_dir", default=None,
+                        help="--per_run: where the runs' data folders are, to mark seen types "
+                             "(default: as each args.json says)")
+    parser.add_argument("--out", default=None,
+                        help="output figure, .png, .pdf or .svg (default ./analysis/plot.png); with --per_run "
+                             "a folder (default ./analysis)")
+    parser.add_argument("--format", choices=FORMATS, default="png", help="--per_run: the figures' format (default png)")
+    parser.add_argument("--dpi", type=int, default=DPI, help=f"resolution of PNG figures (default {DPI})")
+
+    def command():
+        # Reading runs needs the project's analysis code; imported here so that `import plot` stays light.
+        from analysis.runs import curves, find_runs
+        from analysis.seen import run_series
+
+        args = parser.parse_args(argv)
+        if args.dpi < 1:
+            raise HierGenError(f"--dpi must be at least 1 (got {args.dpi})")
+        runs = find_runs(args.runs)
+        if args.per_run:
+            if args.metric:
+                raise HierGenError("--metric does not apply to --per_run (it draws the rule shares and types)")
+            out = args.out or "analysis"
+            check_folder_can_be_made(out, "--out")
+            for run in runs:
+                path = os.path.join(out, f"{os.path.basename(run.path)}_run.{args.format}")
+                frame, accuracy, seen = run_series(run, args.data_dir)
+                save(run_view(frame, accuracy, run.name, seen), path, args.dpi)
+                print(f"wrote {path}")
+            return
+        out = args.out or os.path.join("analysis", "plot.png")
+        if os.path.isdir(out):
+            raise HierGenError(f"--out {out} is a folder; give the figure's file name (FIG.png)")
+        if os.path.splitext(out)[1].lstrip(".").lower() not in FORMATS:
+            raise HierGenError(f"--out {out}: figures are written as {', '.join('.' + f for f in FORMATS)}")
+        check_folder_can_be_made(os.path.dirname(out) or ".", "--out")
+        save(metric_panels(curves(runs, args.metric or ["test_aux"])), out, args.dpi)
+        print(f"wrote {out}")
+
+    return run_command(command)
 
 
 if __name__ == "__main__":

@@ -67,8 +67,8 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
 
     `params` replaces the model's own, one for one (multi-seed training passes [S, ...] stacks;
     AdamW is elementwise, so each seed's slice is updated exactly as alone).
-    The fused kernel updates each tensor in one pass instead of one pass per arithmetic step:
-    three times faster on the CPU, where the update of 19M parameters is memory-bound.
+    The fused kernel updates each tensor in one pass instead of one pass per arithmetic step, which
+    is what counts on the CPU, where the update of 19M parameters is memory-bound.
     """
     own = list(model.parameters())
     params = own if params is None else params

@@ -1,4 +1,4 @@
-"""`python -m analysis COMMAND ...`: analyses of run directories, written as CSV tables and PNG figures.
+"""`python -m analysis COMMAND ...`: analyses of run directories, written as CSV tables and figures (PNG, PDF or SVG).
 
 A command is a module with `add_arguments(parser)` and `command(args)`, listed in COMMANDS.
 """

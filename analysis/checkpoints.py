@@ -18,13 +18,13 @@ accuracies `{split}_aux` and `{split}_full_seq` over the steps).
 from __future__ import annotations
 
 import argparse
-import os
 
 import pandas as pd
 
 import plot
-from analysis.checkpoint_runs import CheckpointRun, add_run_arguments, models, open_run
-from analysis.cli import print_steps, write_csv
+from analysis.arguments import add_run, outputs
+from analysis.checkpoint_series import CheckpointRun, each_checkpoint, open_run
+from analysis.outputs import print_steps
 from checkpoint import LoadedModel
 from collate import Batch
 from data_utils.load import read_eval, task_vocabulary
@@ -54,7 +54,7 @@ def checkpoint_table(run: CheckpointRun, splits: list[str]) -> pd.DataFrame:
     batches = {split: make_eval_batches(examples, vocab, run.config.train.eval_batch_size)
                for split, examples in read_eval(run.config.data, splits).items()}
     return pd.DataFrame([{"step": step, **evaluate_checkpoint(loaded, batches, run.device)}
-                         for step, loaded in models(run)])
+                         for step, loaded in each_checkpoint(run)])
 
 
 def accuracy_columns(table: pd.DataFrame, splits: list[str]) -> list[str]:
@@ -72,18 +72,17 @@ def parse_splits(text: str, dataset: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser)
+    add_run(parser)
     parser.add_argument("--splits", default="val,test",
                         help="comma-separated evaluation splits of the run's task (default: val,test)")
 
 
 def command(args: argparse.Namespace) -> None:
-    """Evaluate every checkpoint, then write checkpoints.csv and checkpoints.png; print a summary."""
+    """Evaluate every checkpoint, then write checkpoints.csv and its figure; print a summary."""
     run = open_run(args)
+    out = outputs(args, run.path)
     splits = parse_splits(args.splits, run.config.data.dataset)
     table = checkpoint_table(run, splits)
-    write_csv(table, os.path.join(run.out, "checkpoints.csv"))
     accuracies = accuracy_columns(table, splits)
-    plot.save(plot.checkpoint_accuracies(table, accuracies, run.name), os.path.join(run.out, "checkpoints.png"))
     print_steps(table, accuracies)
-    print(f"wrote checkpoints.csv, checkpoints.png to {run.out}")
+    out.write({"checkpoints": table}, {"checkpoints": plot.checkpoint_accuracies(table, accuracies, run.name)})

@@ -10,7 +10,6 @@ Series are read on the steps that every run of a condition logged.
 from __future__ import annotations
 
 import argparse
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -23,9 +22,8 @@ from sklearn.mixture import GaussianMixture
 
 import plot
 from analysis import seen
-from analysis.cli import write_csv
-from util import check_folder_can_be_made
-from analysis.runs import RULE_SHARES, Run, common_steps, find_runs, read_runs, rule_shares, trajectory_rows
+from analysis.arguments import add_runs, outputs
+from analysis.runs import RULE_SHARES, RunDir, common_steps, find_runs, read_runs, rule_shares, trajectory_rows
 
 MIN_SEEDS_BIMODALITY = 4  # the dip test is not defined for 3 values or fewer
 
@@ -164,7 +162,7 @@ def logged_names(s: Settings = Settings()) -> list[str]:
     return [s.metric, *(c for pair in RULE_SHARES for c in pair), seen.TYPE_PREFIX]
 
 
-def dynamics(runs: list[Run], s: Settings = Settings(),
+def dynamics(runs: list[RunDir], s: Settings = Settings(),
              data_dir: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """runs.csv, conditions.csv and the metric's trajectories (for plot.trajectories) as DataFrames."""
     table, frames = read_runs(runs, logged_names(s))
@@ -174,26 +172,22 @@ def dynamics(runs: list[Run], s: Settings = Settings(),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or globs of them")
+    add_runs(parser)
     parser.add_argument("--metric", default=Settings.metric,
                         help="the generalization metric a(t) (default: test_aux)")
     parser.add_argument("--data_dir", default=None,
                         help="where the runs' data folders are (default: as each args.json says, "
                              "relative to the current directory)")
-    parser.add_argument("--out", default="analysis", help="output folder (default: ./analysis)")
 
 
 def command(args: argparse.Namespace) -> None:
     """Compute everything, then write runs.csv, conditions.csv and the two figures; print a summary."""
     s = Settings(metric=args.metric)
-    check_folder_can_be_made(args.out, "--out")
+    out = outputs(args)
     per_run, per_condition, curves = dynamics(find_runs(args.runs), s, args.data_dir)
-    write_csv(per_run, os.path.join(args.out, "runs.csv"))
-    write_csv(per_condition, os.path.join(args.out, "conditions.csv"))
-    plot.save(plot.trajectories(curves), os.path.join(args.out, "trajectories.png"))
-    plot.save(plot.outcomes(per_run, s.metric, s.end_evals), os.path.join(args.out, "outcomes.png"))
     summary = per_condition[["condition", "n_runs", "p_hierarchical", "p_linear", "p_uncommitted",
                              f"mean_end_{s.metric}", "bimodal", "regime"]]
     summary = summary.astype({"bimodal": object}).fillna({"bimodal": "-"})
     print(summary.to_string(index=False, float_format="%.2f", na_rep="-"))
-    print(f"wrote runs.csv, conditions.csv, trajectories.png, outcomes.png to {args.out}")
+    out.write({"runs": per_run, "conditions": per_condition},
+              {"trajectories": plot.trajectories(curves), "outcomes": plot.outcomes(per_run, s.metric, s.end_evals)})

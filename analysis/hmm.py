@@ -39,7 +39,7 @@ from scipy.stats import pearsonr
 from threadpoolctl import threadpool_limits
 
 import plot
-from analysis.cli import write_csv
+from analysis.outputs import write_csv
 from analysis.runs import find_runs, read_runs
 from config import check_seed
 from models.weight_statistics import NAMES, PREFIX

@@ -25,7 +25,6 @@ attn_entropy_mean, weights/l1 ... weights/var_b) and internals.png.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 
 import numpy as np
@@ -34,15 +33,15 @@ import torch
 import torch.nn as nn
 
 import plot
-from analysis.checkpoint_runs import CheckpointRun, add_run_arguments, models, open_run
-from analysis.cli import print_steps, write_csv
+from analysis.arguments import add_count, add_run, outputs
+from analysis.checkpoint_series import CheckpointRun, each_checkpoint, open_run
+from analysis.outputs import print_steps
 from collate import Batch
 from data_utils.load import read_eval, task_vocabulary
 from evaluation import make_eval_batches
 from interfaces.batch_views import decoder_view, source_view
 from layers import Internals
 from models.weight_statistics import weight_statistics
-from util import HierGenError
 
 SAMPLE_SEED = 0  # the val lines every checkpoint (and every rerun) is read on
 
@@ -105,7 +104,7 @@ def internals_table(run: CheckpointRun, sentences: int = 200) -> pd.DataFrame:
     weight statistics."""
     batches = sample_batches(run, sentences)
     rows = []
-    for step, loaded in models(run):
+    for step, loaded in each_checkpoint(run):
         entropy = attention_entropy(loaded.model, loaded.config.model.family, batches, run.device)
         rows.append({"step": step, "weight_norm": weight_norm(loaded.model),
                      **{f"attn_entropy_layer{i}": h for i, h in enumerate(entropy, 1)},
@@ -114,18 +113,14 @@ def internals_table(run: CheckpointRun, sentences: int = 200) -> pd.DataFrame:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser)
-    parser.add_argument("--sentences", type=int, default=200,
-                        help="val lines the attention entropy is averaged over (default: 200)")
+    add_run(parser)
+    add_count(parser, "--sentences", 200, "val lines the attention entropy is averaged over")
 
 
 def command(args: argparse.Namespace) -> None:
-    """Read every checkpoint, then write internals.csv and internals.png; print a summary."""
-    if args.sentences < 1:
-        raise HierGenError(f"--sentences must be at least 1 (got {args.sentences})")
+    """Read every checkpoint, then write internals.csv and its figure; print a summary."""
     run = open_run(args)
+    out = outputs(args, run.path)
     table = internals_table(run, args.sentences)
-    write_csv(table, os.path.join(run.out, "internals.csv"))
-    plot.save(plot.internals(table, run.name), os.path.join(run.out, "internals.png"))
     print_steps(table, ["weight_norm", "attn_entropy_mean"])
-    print(f"wrote internals.csv, internals.png to {run.out}")
+    out.write({"internals": table}, {"internals": plot.weights_and_attention(table, run.name)})

@@ -32,15 +32,14 @@ main and embedded, so an auxiliary's rank tells a little), and a probe reads muc
 features of an untrained model: what a layer carries is its test_acc's margin over both.
 
 Cost: 2 + 2 x 5 x 3 = 32 logistic regressions per checkpoint and layer, each on 1,000-7,000 points
-of width d (lbfgs, at most MAX_ITER iterations, one thread). With the default 1,000 sentences the
-paper configuration (6 layers x 512) took 7 minutes for 10 checkpoints on a shared 2-core CPU
-(load average 2-3), about half of it in forward passes (a GPU takes those), half in the fits; a
-checkpoint's features, [layers + 1, 12,600 points, d] in float32, take 180 MB.
+of width d (lbfgs, at most MAX_ITER iterations, one thread). On a CPU the forward passes and the
+fits take about equal shares (a GPU takes the forward passes; the README gives the paper
+configuration's time per checkpoint); a checkpoint's features, [layers + 1, 12,600 points, d] in
+float32, take 180 MB with the default 1,000 sentences.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import warnings
 from dataclasses import dataclass
@@ -56,8 +55,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import plot
-from analysis.checkpoint_runs import CheckpointRun, add_run_arguments, models, open_run
-from analysis.cli import write_csv
+from analysis.arguments import add_count, add_run, outputs
+from analysis.checkpoint_series import CheckpointRun, each_checkpoint, open_run
 from data_utils.example import Example
 from data_utils.load import load_task
 from data_utils.registry import get_dataset
@@ -101,7 +100,7 @@ def probe_layers(states: np.ndarray, labels: Labels) -> pd.DataFrame:
     rows = []
     for layer, x in enumerate(states):
         # One thread: these small fits gain nothing from more, and threads that spin-wait while
-        # another process holds a core made them ten times slower on a shared 2-core machine.
+        # another process holds a core slow them down by an order of magnitude.
         # Control tasks fit noise until MAX_ITER: their warning says nothing.
         with threadpool_limits(1), warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -273,7 +272,7 @@ def probe_run(run: CheckpointRun, names: list[str], n_sentences: int) -> pd.Data
     position = np.concatenate([lab.position for lab in labels])
     ends = np.cumsum([len(lab.y) for lab in labels])
     tables = []
-    for step, loaded in models(run):
+    for step, loaded in each_checkpoint(run):
         states = states_at(loaded.model, loaded.vocab, declaratives + general, sentence, position, run.device)
         for lab, points in zip(labels, np.split(states, ends[:-1], axis=1)):
             tables.append(probe_layers(points, lab).assign(step=step))
@@ -281,31 +280,27 @@ def probe_run(run: CheckpointRun, names: list[str], n_sentences: int) -> pd.Data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser)
+    add_run(parser)
     parser.add_argument("--labels", default=None,
                         help="comma-separated labels to probe (default: all the task has: QF "
                              "pos,aux_role,main_aux,first_aux; TI pos)")
-    parser.add_argument("--sentences", type=int, default=1000,
-                        help="declaratives, and generalization lines, to probe (default 1000)")
+    add_count(parser, "--sentences", 1000, "declaratives, and generalization lines, to probe",
+              minimum=2 * FOLDS)  # FOLDS-fold cross-validation by sentence
 
 
 def command(args: argparse.Namespace) -> None:
     """Check the input, probe every checkpoint, then write probe.csv and one heatmap per label."""
     run = open_run(args)
+    out = outputs(args, run.path)
     task = get_dataset(run.config.data.dataset).task
     names = list(dict.fromkeys(args.labels.split(","))) if args.labels else list(LABELS[task])
     check_labels(names, task)
     if run.config.model.family != "lm":
         raise HierGenError(f"{run.path}: probe reads a language model's states; this run trains the "
                            f"{run.config.model.family} model")
-    if args.sentences < 2 * FOLDS:
-        raise HierGenError(f"--sentences must be at least {2 * FOLDS} ({FOLDS}-fold cross-validation by sentence)")
     table = probe_run(run, names, args.sentences)
-    write_csv(table, os.path.join(run.out, "probe.csv"))
-    for name in names:
-        plot.save(plot.probe_heatmap(table, name), os.path.join(run.out, f"probe_{name}.png"))
     print(summary(table).to_string(float_format="%.2f"))
-    print(f"wrote probe.csv, {', '.join(f'probe_{name}.png' for name in names)} to {run.out}")
+    out.write({"probe": table}, {f"probe_{name}": plot.probe_heatmap(table, name) for name in names})
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

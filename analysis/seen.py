@@ -17,7 +17,9 @@ from data_utils import question, tense
 from data_utils.config import DataConfig
 from data_utils.example import Example
 from data_utils.load import load_task
+from analysis.runs import RULE_SHARES, RunDir, read_metrics
 from data_utils.registry import REGISTRY, dataset_folders, missing_files
+from util import HierGenError
 
 TYPE_PREFIX = "test_aux_type"  # the per-type accuracies of the generalization split
 MARKERS = frozenset(question.MARKERS) | frozenset(tense.MARKERS)
@@ -86,3 +88,17 @@ def seen_accuracy(frame: pd.DataFrame, types: pd.DataFrame) -> pd.DataFrame:
         with np.errstate(invalid="ignore"):  # no line of that kind: NaN, an empty cell
             out[column] = np.nan_to_num(acc) @ lines / (logged @ lines)
     return pd.DataFrame(out, index=frame.index)
+
+
+def run_series(run: RunDir, data_dir: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series | None]:
+    """What plot.run_view draws of a run directory: its rule shares and
+    test_aux by step; its accuracy by step and sentence type (columns named by the input tags); and
+    which of those types it saw in training, where its data can be read (else None)."""
+    frame = read_metrics(run, ["test_aux", "test_other", *(c for pair in RULE_SHARES for c in pair), TYPE_PREFIX])
+    if frame.empty:
+        raise HierGenError(f"{run.path}: no evaluation on the generalization set was logged")
+    keys = [c for c in frame if c.startswith(TYPE_PREFIX + "/")]
+    accuracy = frame[keys].rename(columns=input_tags_of_key)
+    types = type_table(run.args, data_dir)
+    seen = None if types is None else types["seen"].rename(input_tags_of_key)
+    return frame.drop(columns=keys), accuracy, seen

@@ -22,7 +22,6 @@ on j: one masked pass per start i gives f(i, j) for every j — n passes per sen
 from __future__ import annotations
 
 import argparse
-import os
 import random
 from collections import defaultdict
 from typing import Union
@@ -33,9 +32,8 @@ import torch
 import torch.nn.functional as F
 
 import plot
-from analysis.checkpoint_runs import CheckpointRun, add_run_arguments, models, open_run
-from analysis.cli import write_csv
-from config import check_seed
+from analysis.arguments import add_count, add_run, add_seed, outputs
+from analysis.checkpoint_series import CheckpointRun, each_checkpoint, open_run
 from data_utils import question, tense
 from data_utils.config import DataConfig
 from data_utils.grammar import Frame
@@ -246,7 +244,7 @@ def trees_frame(run: CheckpointRun, sentences: list[tuple[str, ...]], seed: int)
     gold = gold_brackets(sentences, task)
     baseline = bracket_f1([brackets(right_branching(len(words))) for words in sentences], gold)
     rows = []
-    for step, loaded in models(run):
+    for step, loaded in each_checkpoint(run):
         ids = [loaded.vocab.ids(words) for words in sentences]
         rows.append({"step": step, "n_sentences": len(sentences),
                      **checkpoint_scores(loaded.model, ids, loaded.vocab.sos, gold, seed),
@@ -257,23 +255,18 @@ def trees_frame(run: CheckpointRun, sentences: list[tuple[str, ...]], seed: int)
 # ---- command line ----
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser)
-    parser.add_argument("--sentences", type=int, default=1000,
-                        help="declaratives sampled from the training split (default 1000)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the sample and of the random splits")
+    add_run(parser)
+    add_count(parser, "--sentences", 1000, "declaratives sampled from the training split")
+    add_seed(parser, 42, "seed of the sample and of the random splits")
 
 
 def command(args: argparse.Namespace) -> None:
-    """trees.csv and trees.png in the output folder; a summary table on stdout."""
-    if args.sentences < 1:
-        raise HierGenError(f"--sentences must be at least 1, got {args.sentences}")
-    check_seed("--seed", args.seed)
+    """trees.csv and its figure in the output folder; a summary table on stdout."""
     run = open_run(args)
+    out = outputs(args, run.path)
     if run.config.model.family != "lm":
         raise HierGenError(f"{run.path}: trees needs a causal LM; this run trained a "
                            f"{run.config.model.family} model")
     table = trees_frame(run, training_sentences(run.config.data, args.sentences, args.seed), args.seed)
-    write_csv(table, os.path.join(run.out, "trees.csv"))
-    plot.save(plot.tree_scores(table, run.name), os.path.join(run.out, "trees.png"))
     print(table.to_string(index=False, float_format="%.3f"))
-    print(f"wrote trees.csv, trees.png to {run.out}")
+    out.write({"trees": table}, {"trees": plot.tree_scores(table, run.name)})

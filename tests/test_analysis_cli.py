@@ -113,10 +113,11 @@ def test_plot_per_run_draws_each_runs_rule_shares_and_types(sweep, tiny_data, tm
 
 
 def test_the_type_heatmap_lists_seen_types_first_then_by_final_accuracy():
-    keys = [f"test_aux_type/det n_s {k} quest aux_s det n_s" for k in ("a", "b", "c")]
-    frame = pd.DataFrame({"test_aux": [0.2, 0.6], "test_hierarchical": [0.2, 0.6], "test_linear": [0.7, 0.3],
-                          keys[0]: [0.1, 0.2], keys[1]: [0.5, 0.9], keys[2]: [0.3, 0.4]}, index=[0, 1000])
-    fig = plot.run_view(frame, "run", pd.Series({keys[0]: True, keys[1]: False, keys[2]: True}))
+    types = [f"det n_s {k}" for k in ("a", "b", "c")]
+    frame = pd.DataFrame({"test_aux": [0.2, 0.6], "test_hierarchical": [0.2, 0.6], "test_linear": [0.7, 0.3]},
+                         index=[0, 1000])
+    accuracy = pd.DataFrame({types[0]: [0.1, 0.2], types[1]: [0.5, 0.9], types[2]: [0.3, 0.4]}, index=frame.index)
+    fig = plot.run_view(frame, accuracy, "run", pd.Series({types[0]: True, types[1]: False, types[2]: True}))
     labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
     assert labels == ["det n_s c  [seen]", "det n_s a  [seen]", "det n_s b"]
     top = fig.axes[0].get_legend_handles_labels()[1]
