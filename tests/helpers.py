@@ -10,9 +10,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
 import train_transformers
@@ -274,3 +276,16 @@ def read_csv(path):
     import pandas as pd
 
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def assert_opens(path) -> None:
+    """The file is a whole figure of its format; a PDF embeds its fonts as TrueType, none as Type 3."""
+    data = open(path, "rb").read()
+    fmt = os.path.splitext(path)[1]
+    if fmt == ".png":
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and plt.imread(path).ndim == 3
+    elif fmt == ".pdf":
+        assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+        assert b"/FontFile2" in data and b"/Type3" not in data
+    else:
+        assert ET.parse(path).getroot().tag == "{http://www.w3.org/2000/svg}svg"

@@ -18,7 +18,7 @@ from checkpoint import load_model
 from data_utils.lines import read_text_lines
 from decoding import decode_batch, exact_matches, full_sequence_accuracy, greedy_decode
 from evaluation import make_eval_batches
-from helpers import (BATCH_LINES, QF, REFERENCE, REFERENCE_CHECKPOINT, assert_one_line, eval_events, example,
+from helpers import (BATCH_LINES, QF, REFERENCE, REFERENCE_CHECKPOINT, assert_one_line, assert_opens, eval_events, example,
                      model_flags, read_csv, tiny_model, train, vocab_of, write_files)
 from layers.attention import MultiHeadAttention
 from models.weight_statistics import NAMES
@@ -368,3 +368,21 @@ def test_bad_input_is_one_line_and_writes_nothing(qf_run, ti_run, tmp_path, caps
     assert run_analysis(command, *make_run(qf_run, ti_run, tmp_path), *flags, "--out", out) == 2
     assert_one_line(capsys.readouterr().err, "error: ", message)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command, flags, figures", [
+    ("checkpoints", ["--splits", "val"], ["checkpoints"]),
+    ("internals", ["--sentences", "10"], ["internals"]),
+    ("trees", ["--sentences", "5"], ["trees"]),
+    ("probe", ["--sentences", "10", "--labels", "pos"], ["probe_pos"]),
+])
+@pytest.mark.parametrize("fmt", ["pdf", "svg"])
+def test_checkpoint_analyses_write_their_figures_in_the_format_asked(qf_run, tmp_path, capsys, command, flags,
+                                                                      figures, fmt):
+    out = tmp_path / "out"
+    assert run_analysis(command, qf_run, *flags, "--format", fmt, "--out", out) == 0
+    tables = [f"{command}.csv"]
+    assert sorted(os.listdir(out)) == sorted(tables + [f"{name}.{fmt}" for name in figures])
+    for name in figures:
+        assert_opens(out / f"{name}.{fmt}")
+    assert capsys.readouterr().out.rstrip().endswith(f"to {out}")

@@ -6,7 +6,6 @@ import inspect
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 
 import plot
 from analysis.__main__ import main as analysis
-from helpers import ARGS, REPO, assert_one_line, evals, write_run
+from helpers import ARGS, REPO, assert_one_line, assert_opens, evals, write_run
 
 
 def test_importing_plot_loads_no_torch_and_no_project_module_but_util():
@@ -106,19 +105,6 @@ def figure_functions() -> set[str]:
 
 def test_every_figure_function_has_a_case_here():
     assert figure_functions() == set(FIGURES)
-
-
-def assert_opens(path) -> None:
-    """The file is a whole figure of its format; a PDF embeds its fonts as TrueType, none as Type 3."""
-    data = open(path, "rb").read()
-    fmt = os.path.splitext(path)[1]
-    if fmt == ".png":
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and plt.imread(path).ndim == 3
-    elif fmt == ".pdf":
-        assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
-        assert b"/FontFile2" in data and b"/Type3" not in data
-    else:
-        assert ET.parse(path).getroot().tag == "{http://www.w3.org/2000/svg}svg"
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
