@@ -64,6 +64,7 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
     directory, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp", dir=directory)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the file is the user's, as open() would make it
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -86,6 +87,12 @@ def remove_temporaries(directory: str) -> None:
 def atomic_write_text(path: str, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: str) -> None:

@@ -5,6 +5,7 @@ import os
 import pickle
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import torch
 
 import training_utils
 from helpers import REPO, TINY_QF_RUN, Payload, assert_one_line, checkpoint_at, events, run_python, train
+from util import atomic_write_text
 
 TINY = [*TINY_QF_RUN, "--seed", "7", "--subset_train_frac", "0.02"]
 STEPS = 60
@@ -231,3 +233,12 @@ def test_a_signal_during_an_evaluation_still_gets_its_checkpoint(data_dir, tmp_p
     state = checkpoint_at(tmp_path / "sig", 10)
     assert state["step"] == 10
     assert [e["iteration"] for e in events(tmp_path / "sig") if "loss" in e] == list(range(1, 11))
+
+
+def test_atomic_writes_give_the_file_the_permissions_open_would(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(str(tmp_path / "table.csv"), "a,b\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "table.csv").st_mode) == 0o640
