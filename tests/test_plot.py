@@ -169,6 +169,9 @@ def test_analysis_commands_write_their_figures_in_the_format_asked(tmp_path, cap
     figure = tmp_path / f"plot.{fmt}"
     assert plot.main([sweep, "--out", str(figure)]) == 0
     assert_opens(figure)
+    assert plot.main([sweep, "--per_run", "--format", fmt, "--out", str(tmp_path / "per_run")]) == 0
+    assert sorted(os.listdir(tmp_path / "per_run")) == [f"seed{seed}_run.{fmt}" for seed in range(1, 5)]
+    assert_opens(tmp_path / "per_run" / f"seed1_run.{fmt}")
 
 
 @pytest.mark.parametrize("argv, message", [
