@@ -415,18 +415,17 @@ def with_moved(ablation: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(tables: dict[str, pd.DataFrame], cues: tuple[str, str]) -> str:
-    """The last checkpoint: the heads that look most at each cue, and the shares unablated and with
-    the top heads ablated."""
+    """The last checkpoint: the heads that lean most to each cue (mass_main - mass_first), and the
+    shares unablated and with the top heads ablated."""
     step = tables["heads"]["step"].max()
-    heads = tables["heads"][tables["heads"]["step"] == step]
-    looks = []
-    for cue, name in zip(("main", "first"), cues):
-        row = heads.loc[heads[f"mass_{cue}"].idxmax()]
-        looks.append(f"most attention on the {name}: layer {int(row['layer'])} head {int(row['head'])} "
-                     f"({row[f'mass_{cue}']:.2f})")
+    last = tables["heads"][tables["heads"]["step"] == step]
+    lean = last["mass_main"] - last["mass_first"]
+    looks = [f"leans most to the {name}: layer {last.loc[row, 'layer']} head {last.loc[row, 'head']} "
+             f"({cues[0]} {last.loc[row, 'mass_main']:.2f}, {cues[1]} {last.loc[row, 'mass_first']:.2f})"
+             for name, row in zip(cues, (lean.idxmax(), lean.idxmin()))]
     ablation, top = (tables[name][tables[name]["step"] == step] for name in ("heads_ablation", "heads_top"))
     heads_ablated = [f"L{layer}H{head}" for layer, head in zip(top["layer"], top["head"])]
     shown = pd.concat([ablation[ablation["layer"] == -1].assign(ablated="none"),
                        top.assign(ablated=[" ".join(heads_ablated[:rank]) for rank in top["rank"]])])
-    return (f"step {step}, {heads['n_lines'].iloc[0]} lines; " + "; ".join(looks) + "\n"
-            + shown[["ablated", *SHARES]].to_string(index=False, float_format="%.3f"))
+    return "\n".join([f"step {step}, {last['n_lines'].iloc[0]} lines", *looks,
+                      shown[["ablated", *SHARES]].to_string(index=False, float_format="%.3f")])
