@@ -61,7 +61,7 @@ from analysis.arguments import add_count, add_run, outputs
 from analysis.checkpoint_series import CheckpointRun, each_checkpoint, open_run
 from analysis.probe import aux_positions, input_tags
 from data_utils.example import Example
-from data_utils.load import read_eval
+from data_utils.load import read_eval, task_vocabulary
 from data_utils.registry import get_dataset
 from layers import Internals
 from sequence import encode
@@ -264,8 +264,8 @@ def _cue_masses(attentions: list[torch.Tensor], batch: Lines) -> torch.Tensor:
 
 def _shares(counts: torch.Tensor, n: int) -> np.ndarray:
     """accuracy, hierarchical, linear, other from the counts of correct, hierarchical, linear answers."""
-    correct, hierarchical, linear = (counts.cpu().numpy() / n).tolist()
-    return np.array([correct, hierarchical, linear, 1 - hierarchical - linear])
+    correct, hierarchical, linear = counts.cpu().tolist()
+    return np.array([correct, hierarchical, linear, n - hierarchical - linear]) / n
 
 
 @torch.inference_mode()
@@ -337,7 +337,8 @@ def subspace_rows(states: np.ndarray, classes: np.ndarray) -> pd.DataFrame:
 
 def checkpoint_tables(model: nn.Module, lines: Lines, ablation: str, top_k: int,
                       batch_size: int) -> dict[str, pd.DataFrame]:
-    """heads, heads_ablation, heads_top and heads_subspace of one model (without the step column)."""
+    """heads, heads_ablation, heads_top and heads_subspace of one model in eval mode (without the step
+    column): one clean pass over the lines, then `top_k` sweeps over the heads."""
     clean = read_clean(model, lines, batch_size)
     values = clean.means if ablation == "mean" else [torch.zeros_like(m) for m in clean.means]
     single = sweep(model, lines, values, [], batch_size)
@@ -367,9 +368,9 @@ def heads_tables(run: CheckpointRun, n_lines: int, ablation: str = "mean", top_k
     general = generalization_lines(read_eval(run.config.data, ["test"])["test"], n_lines)
     if not general:
         raise HierGenError(f"{run.path}: its test split has no generalization line (where the rules disagree)")
+    lines = encode_lines(general, task_vocabulary(run.config.data.dataset), task).to(run.device)
     tables: dict[str, list[pd.DataFrame]] = {}
     for step, loaded in each_checkpoint(run):
-        lines = encode_lines(general, loaded.vocab, task).to(run.device)
         for name, table in checkpoint_tables(loaded.model, lines, ablation, top_k,
                                              run.config.train.eval_batch_size).items():
             tables.setdefault(name, []).append(table.assign(step=step))
