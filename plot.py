@@ -494,7 +494,7 @@ def _head_grid(fig: FigureBase | None, table: pd.DataFrame, column: str, cmap: s
         if values.size <= MAX_ANNOTATED_HEAD_CELLS:
             dark = (values < vmin + 0.6 * (vmax - vmin)) if cmap == "viridis" else (np.abs(values) > 0.6 * vmax)
             for (i, j), value in np.ndenumerate(values):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=SMALL,
+                ax.text(j, i, f"{value:.2f}".replace("-0.00", "0.00"), ha="center", va="center", fontsize=SMALL,
                         color="white" if dark[i, j] else "black")
         if marked is not None:
             for row in marked[marked["step"] == step].itertuples():
