@@ -396,6 +396,120 @@ def probe_heatmap(table: pd.DataFrame, label: str, ax: Axes | None = None) -> Ax
     return ax
 
 
+# ---- attention heads (python -m analysis heads) ----
+
+MAX_HEAD_PANELS = 12  # checkpoints drawn as layer x head panels, spread over training
+MAX_ANNOTATED_HEAD_CELLS = 16  # heads per panel whose values are written in their cells
+
+
+@styled
+def head_attention(table: pd.DataFrame, cues: tuple[str, str], title: str, fig: FigureBase | None = None) -> FigureBase:
+    """Per checkpoint (at most MAX_HEAD_PANELS, spread over training), layer x head: the decision
+    position's mean attention on the hierarchical cue minus that on the linear one (rows of heads.csv)."""
+    difference = table.assign(difference=table["mass_main"] - table["mass_first"])
+    limit = max(0.01, float(difference["difference"].abs().max()))
+    fig = _head_grid(fig, difference, "difference", "RdBu", -limit, limit,
+                     f"weight on the {cues[0]}\n− weight on the {cues[1]}")
+    fig.suptitle(f"{title}: the decision position's attention on the {cues[0]} (blue) and the {cues[1]} (red)\n"
+                 f"mean over {table['n_lines'].iloc[0]} generalization lines", fontsize=9)
+    return fig
+
+
+@styled
+def head_ablation(ablation: pd.DataFrame, top: pd.DataFrame, kind: str, title: str,
+                  fig: FigureBase | None = None) -> FigureBase:
+    """Above, the rule shares over training, unablated (solid) and with the top heads ablated together
+    (dashed: all of heads_top.csv's ranks); below, per checkpoint, layer x head: the share of answers
+    each head's ablation moves (`moved`, total variation from the unablated shares; rows of
+    heads_ablation.csv with that column added)."""
+    heads = ablation[ablation["layer"] > 0]
+    n_layers, n_heads = heads["layer"].max(), heads["head"].max()
+    width, height = _head_grid_size(heads["step"].nunique(), n_layers, n_heads)
+    fig = _figure(fig, (max(width, 7.0), height + 3.0))
+    upper, lower = fig.subfigures(2, 1, height_ratios=[3.0, height])
+    ax = upper.subplots()
+    clean = ablation[ablation["layer"] == -1]
+    joint = top[top["rank"] == top["rank"].max()]
+    for rule, color in zip(("hierarchical", "linear", "other"), ("tab:green", "tab:red", "tab:gray")):
+        for rows, style, label in ((clean, "-", "unablated"), (joint, "--", f"top {top['rank'].max()} heads ablated")):
+            x, xlabel = _step_axis(rows["step"])
+            ax.plot(x, rows[rule], color=color, ls=style, marker=".", lw=1.4, label=f"{rule}, {label}")
+    ax.set(xlabel=xlabel, ylabel="share of generalization lines", ylim=(-0.03, 1.03),
+           title=f"answers by rule, unablated and with the top heads ablated together ({kind} ablation)")
+    ax.grid(True)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=SMALL)
+    limit = max(0.01, float(heads["moved"].max()))
+    _head_grid(lower, heads, "moved", "viridis", 0, limit, "share of lines whose\nanswer changes rule", top)
+    lower.suptitle(f"each head ablated alone ({kind}): the answers it moves between hierarchical, linear "
+                   "and other (red boxes: the top heads)", fontsize=9)
+    fig.suptitle(f"{title}: which heads the decision needs")
+    return fig
+
+
+@styled
+def head_subspace(table: pd.DataFrame, title: str, fig: FigureBase | None = None) -> FigureBase:
+    """The participation ratios of heads_subspace.csv over training, one line per layer: of the
+    decision states' covariance (left) and of the between-class covariance of the hierarchical answer (right)."""
+    fig = _figure(fig, (11, 4.2))
+    axes = fig.subplots(1, 2, sharex=True)
+    layers = sorted(table["layer"].unique())
+    shades = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(layers)))
+    for ax, column, what in zip(axes, ("pr_states", "pr_between"),
+                                ("hidden states at the decision position",
+                                 "between-class covariance of the hierarchical answer")):
+        for layer, color in zip(layers, shades):
+            rows = table[table["layer"] == layer]
+            x, xlabel = _step_axis(rows["step"])
+            ax.plot(x, rows[column], color=color, marker=".", lw=1.2,
+                    label="0 (embeddings)" if layer == 0 else f"{layer}")
+        ax.set(xlabel=xlabel, ylabel="participation ratio (effective dimensions)", title=what, ylim=(0, None))
+        ax.grid(True)
+    axes[1].legend(title="layer", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(f"{title}: dimensionality at the decision position, (Σλ)²/Σλ² of the covariance's eigenvalues")
+    return fig
+
+
+def _head_grid_size(n_steps: int, n_layers: int, n_heads: int) -> tuple[float, float]:
+    n_panels = min(n_steps, MAX_HEAD_PANELS)
+    return _grid_size(n_panels, min(n_panels, PANELS_PER_ROW), max(1.9, 0.3 * n_heads + 0.8),
+                      max(1.5, 0.3 * n_layers + 0.8))
+
+
+def _head_grid(fig: FigureBase | None, table: pd.DataFrame, column: str, cmap: str, vmin: float, vmax: float,
+               label: str, marked: pd.DataFrame | None = None) -> FigureBase:
+    """One layer x head heatmap of `column` per checkpoint (at most MAX_HEAD_PANELS, the first and the
+    last included), a colour bar for all; the heads of `marked` (step, layer, head) outlined."""
+    all_steps = sorted(table["step"].unique())
+    picked = np.unique(np.linspace(0, len(all_steps) - 1, min(len(all_steps), MAX_HEAD_PANELS)).round().astype(int))
+    steps = [all_steps[k] for k in picked]
+    n_layers, n_heads = table["layer"].max(), table["head"].max()
+    width, height = _head_grid_size(len(steps), n_layers, n_heads)
+    fig = _figure(fig, (max(width + 1.5, 6.5), height + 0.8))
+    axes = _grid(fig, len(steps), min(len(steps), PANELS_PER_ROW))
+    for ax, step in zip(axes, steps):
+        grid = table[table["step"] == step].pivot(index="layer", columns="head", values=column).sort_index()
+        values = grid.to_numpy(float)
+        image = ax.imshow(values, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
+                          interpolation="nearest")
+        if values.size <= MAX_ANNOTATED_HEAD_CELLS:
+            dark = (values < vmin + 0.6 * (vmax - vmin)) if cmap == "viridis" else (np.abs(values) > 0.6 * vmax)
+            for (i, j), value in np.ndenumerate(values):
+                ax.text(j, i, f"{value:.2f}".replace("-0.00", "0.00"), ha="center", va="center", fontsize=SMALL,
+                        color="white" if dark[i, j] else "black")
+        if marked is not None:
+            for row in marked[marked["step"] == step].itertuples():
+                ax.add_patch(plt.Rectangle((row.head - 1.5, row.layer - 1.5), 1, 1, fill=False, ec="red", lw=1.8))
+        ax.set_xticks(range(grid.shape[1]), grid.columns)
+        ax.set_yticks(range(grid.shape[0]), grid.index)
+        ax.set_title(f"step {step:,}", fontsize=8)
+        ax.label_outer()
+    shown = "" if len(steps) == len(all_steps) else f" ({len(steps)} of {len(all_steps)} checkpoints, spread over training)"
+    fig.supxlabel("head" + shown, fontsize=9)
+    fig.supylabel("layer", fontsize=9)
+    fig.colorbar(image, ax=axes, label=label, shrink=0.9)
+    return fig
+
+
 # ---- training maps (python -m analysis hmm) ----
 
 MAX_POINTS_ALPHA = 0.9  # a state's points, made fainter as runs pile up on each other

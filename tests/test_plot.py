@@ -75,6 +75,22 @@ def hmm_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return transitions, detours, states
 
 
+def head_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """heads.csv, heads_ablation.csv (with `moved`), heads_top.csv and heads_subspace.csv of 2 layers x 2 heads."""
+    cells = [(step, layer, head) for step in STEPS for layer in (1, 2) for head in (1, 2)]
+    attention = pd.DataFrame([{"step": s, "layer": l, "head": h, "mass_main": 0.1 * l, "mass_first": 0.2 * h,
+                               "mass_other": 1 - 0.1 * l - 0.2 * h, "n_lines": 40} for s, l, h in cells])
+    ablation = pd.DataFrame([{"step": s, "layer": l, "head": h, "hierarchical": 0.3, "linear": 0.6 - 0.1 * h,
+                              "other": 0.1 + 0.1 * h, "moved": 0.1 * h} for s, l, h in cells]
+                            + [{"step": s, "layer": -1, "head": -1, "hierarchical": 0.3, "linear": 0.6, "other": 0.1,
+                                "moved": 0.0} for s in STEPS]).sort_values("step", kind="stable")
+    top = pd.DataFrame([{"step": s, "rank": r, "layer": r, "head": 2, "hierarchical": 0.2, "linear": 0.5 - 0.1 * r,
+                         "other": 0.3 + 0.1 * r} for s in STEPS for r in (1, 2)])
+    subspace = pd.DataFrame([{"step": s, "layer": l, "pr_states": 2 + l, "pr_between": 1 + l / 2}
+                             for s in STEPS for l in range(3)])
+    return attention, ablation, top, subspace
+
+
 def type_view() -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     frame = pd.DataFrame({"test_aux": [0.2, 0.6], "test_hierarchical": [0.2, 0.6], "test_linear": [0.7, 0.3]},
                          index=[0, 1000])
@@ -92,6 +108,9 @@ FIGURES = {
     "weights_and_attention": lambda: plot.weights_and_attention(checkpoint_table(), "run"),
     "tree_scores": lambda: plot.tree_scores(checkpoint_table(), "run"),
     "probe_heatmap": lambda: plot.probe_heatmap(probe_table(), "pos"),
+    "head_attention": lambda: plot.head_attention(head_tables()[0], ("main auxiliary", "first auxiliary"), "run"),
+    "head_ablation": lambda: plot.head_ablation(*head_tables()[1:3], "mean", "run"),
+    "head_subspace": lambda: plot.head_subspace(head_tables()[3], "run"),
     "hmm_graph": lambda: plot.hmm_graph(*hmm_tables()[:2], n_runs=5),
     "hmm_curves": lambda: plot.hmm_curves(hmm_tables()[2]),
 }
