@@ -460,30 +460,32 @@ def hmm_curves(curves: pd.DataFrame) -> plt.Figure:
 def hmm_selection(selection: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
     """The choice of the number of HMM states (rows of hmm_selection.csv): the held-out log-likelihood
     per evaluation, mean and SD over the restarts, on the left axis; AIC and BIC averaged over the
-    restarts and the best restart's BIC, which selects, on the right; the selected count marked."""
+    restarts and the best restart's BIC, which selects, on the right; the selected count marked. A
+    failed count (every restart dropped) leaves a gap."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(7.0, 4.4), layout="constrained")
-    fitted = selection[~selection["failed"]]
-    n = fitted["n_states"]
-    ax.errorbar(n, fitted["heldout_loglik_mean"], yerr=fitted["heldout_loglik_sd"].fillna(0.0), fmt="o-",
+        _, ax = plt.subplots(figsize=(7.0, 5.0), layout="constrained")
+    n = selection["n_states"]
+    ax.errorbar(n, selection["heldout_loglik_mean"], yerr=selection["heldout_loglik_sd"].fillna(0.0), fmt="o-",
                 color="black", capsize=3, label="held-out log-likelihood, mean ± SD over restarts")
     ax.set_xlabel("number of states")
     ax.set_ylabel("held-out log-likelihood (nats per evaluation)")
-    ax.set_xticks(selection["n_states"])
+    ax.set_xticks(n)
     ax.grid(alpha=0.3)
     right = ax.twinx()
-    right.plot(n, fitted["aic_mean_restarts"], "s--", color="tab:blue", label="AIC, mean over restarts")
-    right.plot(n, fitted["bic_mean_restarts"], "^--", color="tab:orange", label="BIC, mean over restarts")
-    right.plot(n, fitted["bic"], "^-", color="tab:red", label="BIC of the best restart (selects)")
+    right.plot(n, selection["aic_mean_restarts"], "s--", color="tab:blue", label="AIC, mean over restarts")
+    right.plot(n, selection["bic_mean_restarts"], "^--", color="tab:orange", label="BIC, mean over restarts")
+    right.plot(n, selection["bic"], "^-", color="tab:red", label="BIC of the best restart (selects)")
     right.set_ylabel("AIC, BIC of the held-out runs (nats)")
-    chosen = int(selection.loc[selection["selected"], "n_states"].iloc[0])
+    chosen = int(n[selection["selected"]].iloc[0])
     ax.axvline(chosen, color="grey", ls=":", lw=2, label=f"selected: {chosen} states")
-    failed = selection.loc[selection["failed"], "n_states"].tolist()
-    ax.set_title("held-out fit by number of states" + (f" (failed, every restart: {failed})" if failed else ""),
-                 fontsize=10)
+    failed = ", ".join(str(k) for k in n[selection["failed"]])
+    ax.set_title("choosing the number of HMM states: the held-out runs' fit"
+                 + (f"\nno fit of {failed} states (every restart failed)" if failed else ""), fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     more, more_labels = right.get_legend_handles_labels()
-    ax.legend(handles + more, labels + more_labels, fontsize=8, loc="center right")
+    # below the axes: the curves run anywhere inside them
+    ax.legend(handles + more, labels + more_labels, fontsize=8, ncols=2, loc="upper center",
+              bbox_to_anchor=(0.5, -0.13), frameon=False)
     return ax
 
 

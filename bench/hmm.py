@@ -8,9 +8,10 @@ The runs come from `sweep`, a left-to-right process of known states (tests/test_
 its sweeps from it too). Timing: analysis.hmm.training_map with the default settings (1..8 states x 5
 restarts, held-out selection, Viterbi paths, detours), then every fit repeated alone to break the time
 down: seconds, EM iterations and whether it converged before the cap (analysis.hmm.N_ITER); the last
-line is the whole fit's wall time. --compare_zscore: on SWEEPS, the state count chosen with
-`--zscore global` and with `per_run`, and the adjusted Rand index of the Viterbi states against the
-truth; the last line counts the sweeps where each chose the true count.
+line is the whole fit's wall time. --compare_zscore: on SWEEPS, with the runs' shares of the states
+drawn two ways (`even` 0 and 0.5), the state count chosen with `--zscore global` and with `per_run`,
+and the adjusted Rand index of the Viterbi states against the truth; the last lines count the sweeps
+where each chose the true count.
 """
 from __future__ import annotations
 
@@ -25,26 +26,30 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from analysis.hmm import (N_ITER, Settings, evaluations, fit_restart, split, standardise,  # noqa: E402
-                          training_map)
+from analysis.hmm import (N_ITER, ZSCORES, Settings, evaluations, fit_restart, quiet,  # noqa: E402
+                          split, standardise, training_map)
 from models.weight_statistics import NAMES  # noqa: E402
 
 EVAL_EVERY = 100
-# n_states, separation, noise, runs, evaluations: cleanly separated processes (separation / noise >= 2.5)
-SWEEPS = [(2, 3.0, 1.0, 20, 100), (3, 3.0, 1.0, 20, 100), (4, 5.0, 2.0, 20, 150), (6, 4.0, 1.0, 30, 150),
-          (3, 1.0, 0.4, 10, 80), (4, 6.0, 2.0, 50, 60), (2, 0.5, 0.1, 10, 50), (5, 6.0, 2.0, 15, 300)]
+# sweep's arguments (states, separation, noise, runs, evaluations, constant statistics, short runs):
+# cleanly separated processes, separation / noise >= 2.5
+SWEEPS = [(2, 3.0, 1.0, 20, 100, 0, False), (3, 3.0, 1.0, 20, 100, 2, False), (4, 5.0, 2.0, 20, 150, 0, True),
+          (6, 4.0, 1.0, 30, 150, 1, False), (3, 1.0, 0.4, 10, 80, 0, True), (4, 6.0, 2.0, 50, 60, 3, False),
+          (2, 0.5, 0.1, 10, 50, 0, False), (5, 6.0, 2.0, 15, 300, 2, True)]
 
 
 def sweep(n_states: int, separation: float, noise: float, n_runs: int, n_evals: int, n_constant: int = 0,
-          short_runs: bool = False, seed: int = 0) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict]:
+          short_runs: bool = False, seed: int = 0, even: float = 0.5
+          ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict]:
     """A run table and frames as analysis.runs.read_runs returns them, and each run's true state per evaluation.
 
-    Every run visits states 0..n_states-1 in order, spending its own share of its evaluations in each
-    (half an equal share plus half a Dirichlet(2) draw: no state is left to a few evaluations). Between
-    consecutive states each statistic moves by ±separation; every evaluation adds Gaussian noise of SD
-    `noise`. Each statistic then gets a scale of its own (1e-3 to
-    1e2) and an offset, as the logged ones have; the last `n_constant` never change. With short_runs,
-    each run has 60-100% of n_evals evaluations of its own. test_aux is 0.95 in the last state, else 0.1.
+    Every run visits states 0..n_states-1 in order, spending its own share of its evaluations in each:
+    `even` of an equal share plus 1 - even of a Dirichlet(2) draw (even = 0: the runs' shares vary
+    most; 0.5 leaves no state to a few evaluations of a run). Between consecutive states each statistic
+    moves by ±separation; every evaluation adds Gaussian noise of SD `noise`. Each statistic then gets
+    a scale of its own (1e-3 to 1e2) and an offset, as the logged ones have; the last `n_constant` never
+    change. With short_runs, each run has 60-100% of n_evals evaluations of its own. test_aux is 0.95
+    in the last state, else 0.1.
     """
     rng = np.random.default_rng(seed)
     n_features = len(NAMES)
@@ -55,7 +60,7 @@ def sweep(n_states: int, separation: float, noise: float, n_runs: int, n_evals: 
     frames, truth = {}, {}
     for i in range(n_runs):
         length = rng.integers(int(0.6 * n_evals), n_evals + 1) if short_runs else n_evals
-        shares = 0.5 / n_states + 0.5 * rng.dirichlet(np.full(n_states, 2.0))
+        shares = even / n_states + (1 - even) * rng.dirichlet(np.full(n_states, 2.0))
         path = np.searchsorted(np.round(np.cumsum(shares)[:-1] * length), np.arange(length), side="right")
         x = offset + scale * (means[path] + rng.normal(0, noise, (len(path), n_features)))
         x[:, n_features - n_constant:] = offset[n_features - n_constant:]
@@ -77,7 +82,9 @@ def breakdown(frames: dict[str, pd.DataFrame], s: Settings) -> pd.DataFrame:
     for n_states in range(1, s.max_states + 1):
         for restart, random_state in enumerate(np.random.SeedSequence(s.seed).generate_state(s.restarts)):
             start = time.perf_counter()
-            fitted = fit_restart([series[n] for n in fit], [series[n] for n in heldout], n_states, int(random_state))
+            with quiet():
+                fitted = fit_restart([series[n] for n in fit], [series[n] for n in heldout], n_states,
+                                     int(random_state))
             monitor = fitted[0].monitor_ if fitted else None
             out.append({"n_states": n_states, "restart": restart, "seconds": time.perf_counter() - start,
                         "iterations": monitor.iter if monitor else np.nan,
@@ -106,20 +113,25 @@ def time_fit(args: argparse.Namespace) -> None:
 
 def compare_zscore() -> None:
     rows = []
-    for n_states, separation, noise, n_runs, n_evals in SWEEPS:
-        table, frames, truth = sweep(n_states, separation, noise, n_runs, n_evals)
-        row = {"true_states": n_states, "separation": separation, "noise": noise, "runs": n_runs, "evals": n_evals}
-        for how in ("global", "per_run"):
-            selection, states, _, _ = training_map(table, frames, Settings(zscore=how))
-            row[f"{how}_chosen"] = int(selection.loc[selection["selected"], "n_states"].iloc[0])
-            row[f"{how}_ari"] = adjusted_rand_score(np.concatenate([truth[n] for n in table["run"]]), states["state"])
-        rows.append(row)
-        print(pd.DataFrame([row]).to_string(index=False, float_format="%.2f"), flush=True)
+    for even in (0.0, 0.5):
+        for args in SWEEPS:
+            table, frames, truth = sweep(*args, even=even)
+            row = dict(zip(["true_states", "separation", "noise", "runs", "evals", "constant", "short_runs"], args),
+                       even=even)
+            for how in ZSCORES:
+                selection, states, _, _ = training_map(table, frames, Settings(zscore=how))
+                row[f"{how}_chosen"] = int(selection.loc[selection["selected"], "n_states"].iloc[0])
+                row[f"{how}_ari"] = adjusted_rand_score(np.concatenate([truth[n] for n in table["run"]]),
+                                                        states["state"])
+            rows.append(row)
+            print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                  flush=True)
     result = pd.DataFrame(rows)
     print(result.to_string(index=False, float_format="%.2f"))
-    right = {how: int((result[f"{how}_chosen"] == result["true_states"]).sum()) for how in ("global", "per_run")}
-    print(f"true count chosen in {right['global']} of {len(result)} sweeps with --zscore global, "
-          f"{right['per_run']} with per_run")
+    for even, part in result.groupby("even"):
+        right = {how: int((part[f"{how}_chosen"] == part["true_states"]).sum()) for how in ZSCORES}
+        print(f"even {even}: true count chosen in {right['global']} of {len(part)} sweeps with --zscore global, "
+              f"{right['per_run']} with per_run")
 
 
 def main() -> None:

@@ -143,11 +143,13 @@ def test_the_heldout_runs_are_counted_as_train_test_split_counts_them():
 def drawn_sweep(seed: int, separated: bool) -> tuple[tuple, Settings]:
     """The arguments of bench.hmm.sweep drawn from `seed`, and the settings to map it with: 2-6 states,
     noise 0.1-3, constant statistics, runs of unequal length; either any separation 0.5-6 on 5-12 runs
-    of 25-60 evaluations, or a separation 2.5-6 times the noise on runs enough to show every state."""
+    of 25-60 evaluations, or a separation 2.5-6 times the noise on 10-15 runs of 60-100 evaluations,
+    enough for the held-out runs to show every state (sweep's even shares: none left to a few)."""
     rng = np.random.default_rng([24, seed])
     n_states, noise = int(rng.integers(2, 7)), rng.uniform(0.1, 3.0)
     if separated:
-        separation, n_runs, n_evals = noise * rng.uniform(2.5, 6.0), int(rng.integers(10, 16)), int(rng.integers(60, 101))
+        separation = noise * rng.uniform(2.5, 6.0)
+        n_runs, n_evals = int(rng.integers(10, 16)), int(rng.integers(60, 101))
         settings = Settings(max_states=n_states + 2, restarts=3)
     else:
         separation, n_runs, n_evals = rng.uniform(0.5, 6.0), int(rng.integers(5, 13)), int(rng.integers(25, 61))
