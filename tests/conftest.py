@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -12,6 +13,13 @@ from helpers import QF, QF_TEST, QF_TYPE, generated, write_files
 # operator down twenty-fold when another process holds one of the cores.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Figures a test drew and left open are closed after it: each test starts with none."""
+    yield
+    plt.close("all")
 
 
 @pytest.fixture(scope="session")
