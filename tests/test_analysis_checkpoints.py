@@ -370,13 +370,12 @@ def test_bad_input_is_one_line_and_writes_nothing(qf_run, ti_run, tmp_path, caps
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command, flags, figures", [
-    ("checkpoints", ["--splits", "val"], ["checkpoints"]),
-    ("internals", ["--sentences", "10"], ["internals"]),
-    ("trees", ["--sentences", "5"], ["trees"]),
-    ("probe", ["--sentences", "10", "--labels", "pos"], ["probe_pos"]),
+@pytest.mark.parametrize("command, flags, figures, fmt", [
+    ("checkpoints", ["--splits", "val"], ["checkpoints"], "pdf"),
+    ("internals", ["--sentences", "10"], ["internals"], "svg"),
+    ("trees", ["--sentences", "5"], ["trees"], "svg"),
+    ("probe", ["--sentences", "10", "--labels", "pos"], ["probe_pos"], "pdf"),
 ])
-@pytest.mark.parametrize("fmt", ["pdf", "svg"])
 def test_checkpoint_analyses_write_their_figures_in_the_format_asked(qf_run, tmp_path, capsys, command, flags,
                                                                       figures, fmt):
     out = tmp_path / "out"
