@@ -482,6 +482,56 @@ def hmm_curves(curves: pd.DataFrame, fig: FigureBase | None = None) -> FigureBas
     return fig
 
 
+# ---- outcome prediction (python -m analysis predict) ----
+
+PREDICTION_PANELS = (("balanced_accuracy", "permuted_balanced_accuracy", "balanced accuracy of the commitment\n"
+                      "(mean recall over the outcomes)"),
+                     ("r2", "permuted_r2", "R² of the end value"))
+R2_FLOOR = -0.5  # R² below this (much worse than the mean) is off the chart
+
+
+@styled
+def prediction_scores(scores: pd.DataFrame, baselines: list[str], told: float = 0.9,
+                      fig: FigureBase | None = None) -> FigureBase:
+    """How well each feature set tells a run's outcome from what it logged up to each cut-off (rows of
+    predict.csv): per cross-validation scheme (`cv`, a row of panels), the held-out balanced accuracy
+    of the commitment and R² of the end value against the cut-off; one line per feature set, the
+    `baselines` dashed, the same models on shuffled outcomes dotted grey (mean over the sets)."""
+    schemes = list(dict.fromkeys(scores["cv"]))
+    names = list(dict.fromkeys(scores["features"]))
+    palette = dict(zip(names, plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors))
+    fig = _figure(fig, (10, 3.4 * len(schemes) + 0.9))
+    axes = fig.subplots(len(schemes), 2, squeeze=False, sharex=True)
+    for panels, scheme in zip(axes, schemes):
+        rows = scores[scores["cv"] == scheme]
+        for ax, (column, control, label) in zip(panels, PREDICTION_PANELS):
+            if rows[column].isna().all():
+                ax.text(0.5, 0.5, "no outcome classes to tell apart", transform=ax.transAxes, ha="center")
+            for name in names:
+                line = rows[rows["features"] == name]
+                ax.plot(line["cutoff"] * 100, line[column], color=palette[name], marker="o", ms=3,
+                        lw=1.2 if name in baselines else 1.6, ls="--" if name in baselines else "-")
+            shuffled = rows.groupby("cutoff")[control].mean()
+            ax.plot(shuffled.index * 100, shuffled, color="grey", ls=":", lw=1.4)
+            ax.set_xscale("log")
+            cutoffs = sorted(rows["cutoff"].unique() * 100)
+            ax.set_xticks(cutoffs, [f"{c:g}" for c in cutoffs])
+            ax.minorticks_off()
+            ax.set(xlabel="cut-off (% of training steps, log scale)", ylabel=label,
+                   title=f"held-out {scheme} ({rows['n_runs'].iloc[0]} runs)")
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.grid(True)
+        panels[0].axhline(told, color="black", lw=0.8)
+        panels[0].set_ylim(-0.02, 1.02)
+        panels[1].set_ylim(max(R2_FLOOR, min(panels[1].get_ylim()[0], 0)), 1.02)
+    handles = [Line2D([], [], color=palette[n], marker="o", ms=3, ls="--" if n in baselines else "-",
+                      label=f"{n} (baseline)" if n in baselines else n) for n in names]
+    handles += [Line2D([], [], color="grey", ls=":", lw=1.4, label="shuffled outcomes"),
+                Line2D([], [], color="black", lw=0.8, label=f"told: balanced accuracy {told:g}")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)), title="feature set")
+    return fig
+
+
 # ---- the command line ----
 
 def main(argv: list[str] | None = None) -> int:
