@@ -513,10 +513,7 @@ def prediction_scores(scores: pd.DataFrame, baselines: list[str], told: float = 
                         lw=1.2 if name in baselines else 1.6, ls="--" if name in baselines else "-")
             shuffled = rows.groupby("cutoff")[control].mean()
             ax.plot(shuffled.index * 100, shuffled, color="grey", ls=":", lw=1.4)
-            ax.set_xscale("log")
-            cutoffs = sorted(rows["cutoff"].unique() * 100)
-            ax.set_xticks(cutoffs, [f"{c:g}" for c in cutoffs])
-            ax.minorticks_off()
+            _cutoff_axis(ax, rows["cutoff"].unique() * 100)
             ax.set(xlabel="cut-off (% of training steps, log scale)", ylabel=label,
                    title=f"held-out {scheme} ({rows['n_runs'].iloc[0]} runs)")
             ax.xaxis.set_tick_params(labelbottom=True)
@@ -530,6 +527,20 @@ def prediction_scores(scores: pd.DataFrame, baselines: list[str], told: float = 
                 Line2D([], [], color="black", lw=0.8, label=f"told: balanced accuracy {told:g}")]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)), title="feature set")
     return fig
+
+
+def _cutoff_axis(ax: Axes, percents: np.ndarray, spacing: float = 0.12) -> None:
+    """A log axis with a tick at every cut-off, labelled where it lies `spacing` decades or more below
+    the next labelled one (the last always), so that 60, 70, 80, 90 do not run together."""
+    ax.set_xscale("log")
+    percents = np.sort(percents)
+    labels, last = [], np.inf
+    for p in percents[::-1]:
+        keep = np.log10(last) - np.log10(p) >= spacing
+        labels.append(f"{p:g}" if keep else "")
+        last = p if keep else last
+    ax.set_xticks(percents, labels[::-1])
+    ax.minorticks_off()
 
 
 # ---- the command line ----

@@ -57,8 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from sklearn.metrics import balanced_accuracy_score, r2_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold, LeaveOneGroupOut, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
@@ -73,9 +72,10 @@ CUTOFFS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 BASELINES = ("majority", "current")
 FEATURE_SETS = ("history", "shares", "weights", "hmm", "all")
 MAP_FILE = "hmm_states.csv"
-MAX_ITER = 1000  # L-BFGS iterations of a cut-off's logistic regressions, at most
-TOL = 1e-4       # ... which stop once no gradient entry exceeds this (scikit-learn's tolerance)
+MAX_ITER = 100   # Newton iterations of a logistic regression, at most
+TOL = 1e-8       # ... which stops once no entry of its gradient exceeds this
 ABSENT = -1e9    # the logit of a class that a fold's training runs lack
+FLAT = 1e-8      # curvature added along the intercepts' flat direction
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,10 @@ class Settings:
     told: float = 0.9           # balanced accuracy from which the outcome counts as told
     confident: float = 0.95     # stopping rule: probability of the predicted outcome
     slope_window: float = 0.1   # slopes over this share of training before the cut-off
-    # Inverse L2 strength of the logistic regression: ten times scikit-learn's default strength, as a
-    # sweep has few runs per feature; it tempers the probabilities the stopping rule reads.
-    C: float = 0.1
-    alpha: float = 1.0          # L2 strength of the ridge regression
+    # L2 strengths, ten times scikit-learn's defaults (LogisticRegression's C = 1, Ridge's alpha = 1): a
+    # sweep has few runs per feature, and the stopping rule reads the classifier's probabilities.
+    C: float = 0.1              # inverse strength of the logistic regression's penalty
+    alpha: float = 10.0         # strength of the ridge regression's penalty
 
 
 # ---- outcomes and series ----
@@ -232,57 +232,110 @@ def softmax_regression(x: np.ndarray, held_out: np.ndarray, labels: np.ndarray, 
     standardised features, one per fold and label set: each minimises its training runs' mean
     cross-entropy + |W|^2 / (2 C n_train) (intercepts free), as scikit-learn's LogisticRegression,
     over the classes its training runs hold (one class alone: it is predicted surely). Also the
-    fitted parameters, from which the fit of the next cut-off starts (`start`): it is near."""
-    z, train = standardised(x, held_out), (~held_out).astype(float)
+    fitted parameters, from which the fits of the next cut-off start (`start`): they are near.
+
+    Newton's method with a backtracking line search, each fit stopped on its own once converged, so
+    that a fit depends on its own fold's runs alone."""
+    z, train = standardised(x, held_out), ~held_out
     n_folds, n_runs, d = z.shape
-    zt = z.transpose(0, 2, 1)[:, None]                                            # fold x 1 x feature x run
-    n_train = train.sum(1)[:, None, None, None]
-    weight = (train[:, None, :, None] / n_train)                                  # fold x 1 x run x 1
-    target = np.eye(n_classes)[labels][None] * weight                             # fold x set x run x class
-    chosen = labels[None, :, :, None]
-    # a class no training run of a fold holds gets a logit of minus infinity, as good as: probability 0
-    absent = np.where(target.sum(2, keepdims=True) > 0, 0.0, ABSENT)
-    shape = (n_folds, len(labels), d + 1, n_classes)
+    n_sets = len(labels)
+    # one problem per fold and label set (fold-major); a column of ones carries the intercepts
+    z1 = np.repeat(np.concatenate([z, np.ones((n_folds, n_runs, 1))], 2), n_sets, axis=0)
+    weight = np.repeat(train / train.sum(1, keepdims=True), n_sets, axis=0)      # 1 / n_train on training runs
+    target = np.tile(np.eye(n_classes)[labels], (n_folds, 1, 1)) * weight[..., None]
+    # a class no training run holds gets a logit of minus infinity, or as good as: probability 0
+    offset = np.where(target.sum(1, keepdims=True) > 0, 0.0, ABSENT)
+    penalty = np.concatenate([np.ones(d), [0.0]])[None, :, None] / (C * (weight > 0).sum(1))[:, None, None]
+    size = (d + 1) * n_classes
+    # the softmax is flat along equal shifts of all intercepts: a tiny curvature there keeps each
+    # Newton system solvable and leaves the step along it (its gradient is zero) at zero
+    flat = np.zeros(size)
+    flat[d * n_classes:] = FLAT
 
-    def logits(theta):
-        zs = z[:, None] @ theta[:, :, :d] + (theta[:, :, d:] + absent)
-        return zs - zs.max(3, keepdims=True)
-
-    def loss_and_gradient(flat):
-        theta = flat.reshape(shape)
-        zs = logits(theta)
+    def evaluate(theta, pick):
+        zs = z1[pick] @ theta + offset[pick]
+        zs = zs - zs.max(2, keepdims=True)
         e = np.exp(zs)
-        total = e.sum(3, keepdims=True)
-        w = theta[:, :, :d]
-        loss = ((np.log(total) - np.take_along_axis(zs, chosen, 3)) * weight).sum() \
-            + (w ** 2 / (2 * C * n_train)).sum()
-        g = e / total * weight - target                                            # d loss / d logits
-        grad = np.concatenate([zt @ g + w / (C * n_train), g.sum(2, keepdims=True)], 2)
-        return loss, grad.ravel()
+        total = e.sum(2, keepdims=True)
+        loss = (weight[pick] * np.log(total[..., 0])).sum(1) - (zs * target[pick]).sum((1, 2))
+        return loss + 0.5 * (penalty[pick] * theta ** 2).sum((1, 2)), e / total
 
-    fit = minimize(loss_and_gradient, np.zeros(np.prod(shape)) if start is None else start, jac=True,
-                   method="L-BFGS-B", options={"maxiter": MAX_ITER, "gtol": TOL})
-    e = np.exp(logits(fit.x.reshape(shape)))
-    proba = e / e.sum(3, keepdims=True)
-    return np.einsum("fr,flrc->lrc", held_out.astype(float), proba), fit.x
+    theta = np.zeros((n_folds * n_sets, d + 1, n_classes)) if start is None else start.copy()
+    active = np.arange(len(theta))
+    for _ in range(MAX_ITER):
+        loss, proba = evaluate(theta[active], active)
+        residual = weight[active][..., None] * proba - target[active]
+        gradient = z1[active].transpose(0, 2, 1) @ residual + penalty[active] * theta[active]
+        converged = np.abs(gradient).max((1, 2)) < TOL
+        active, loss, proba, gradient = active[~converged], loss[~converged], proba[~converged], gradient[~converged]
+        if not len(active):
+            break
+        step = -np.linalg.solve(hessian(z1[active], weight[active], proba, penalty[active], flat),
+                                gradient.reshape(len(active), size, 1)).reshape(gradient.shape)
+        theta[active] += line_search(lambda t: evaluate(theta[active] + t[:, None, None] * step, active)[0],
+                                     loss, (gradient * step).sum((1, 2)))[:, None, None] * step
+    zs = z1 @ theta + offset
+    e = np.exp(zs - zs.max(2, keepdims=True))
+    proba = (e / e.sum(2, keepdims=True)).reshape(n_folds, n_sets, n_runs, n_classes)
+    return np.einsum("fr,flrc->lrc", held_out.astype(float), proba), theta
+
+
+def hessian(z1: np.ndarray, weight: np.ndarray, proba: np.ndarray, penalty: np.ndarray, flat: np.ndarray
+            ) -> np.ndarray:
+    """problem x (feature, class) x (feature, class): the Hessian of the mean cross-entropy,
+    sum_i w_i z_i z_i^T (x) (diag p_i - p_i p_i^T), plus the penalty's and the flat direction's curvature."""
+    n, runs, features = z1.shape
+    k = proba.shape[2]
+    spread = (z1[:, :, :, None] * (np.sqrt(weight)[:, :, None, None] * proba[:, :, None, :])).reshape(n, runs, -1)
+    h = -(spread.transpose(0, 2, 1) @ spread).reshape(n, features, k, features, k)
+    for a in range(k):
+        h[:, :, a, :, a] += (z1 * (weight * proba[:, :, a])[..., None]).transpose(0, 2, 1) @ z1
+    h = h.reshape(n, features * k, features * k)
+    h[:, np.arange(features * k), np.arange(features * k)] += penalty.repeat(k, 2).reshape(n, -1) + flat
+    return h
+
+
+def line_search(loss_at, loss: np.ndarray, slope: np.ndarray, halvings: int = 40) -> np.ndarray:
+    """Per problem, the first of the step lengths 1, 1/2, 1/4, ... that lowers the loss enough (Armijo)."""
+    t = np.ones(len(loss))
+    searching = np.ones(len(loss), bool)
+    for _ in range(halvings):
+        enough = loss_at(t) <= loss + 1e-4 * t * slope
+        searching &= ~enough
+        if not searching.any():
+            break
+        t = np.where(searching, t / 2, t)
+    return np.where(searching, 0.0, t)
+
+
+def r2(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """R^2 of each row (target) of the predictions: scikit-learn's r2_score without its per-call checks."""
+    return 1 - ((truth - predicted) ** 2).sum(-1) / ((truth - truth.mean(-1, keepdims=True)) ** 2).sum(-1)
+
+
+def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Balanced accuracy of each row (label set): the mean recall over the classes it holds, as
+    scikit-learn's balanced_accuracy_score."""
+    recalls = [((predicted == c) & (truth == c)).sum(-1) / (truth == c).sum(-1) for c in range(n_classes)]
+    return np.nanmean(recalls, axis=0)
 
 
 def score(x: np.ndarray, y: np.ndarray | None, end: np.ndarray, held_out: np.ndarray,
           permutations: list[np.ndarray], n_classes: int, s: Settings, start: np.ndarray | None = None
           ) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
     """One row's scores, the held-out class probabilities of the runs and the classifiers' parameters
-    (None without classes); `start`: the parameters of the previous cut-off's classifiers."""
-    ends = ridge(x, held_out, np.stack([end] + [end[p] for p in permutations]), s.alpha)
-    row = {"r2": r2_score(end, ends[0]),
-           "permuted_r2": np.mean([r2_score(end[p], e) for p, e in zip(permutations, ends[1:])])}
+    (None without classes); `start`: the parameters of the previous cut-off's classifiers. The
+    outcomes come first, then their shufflings."""
+    ends = np.stack([end] + [end[p] for p in permutations])
+    fit = r2(ends, ridge(x, held_out, ends, s.alpha))
+    row = {"r2": fit[0], "permuted_r2": fit[1:].mean()}
     if y is None:
         return row, None, None
-    proba, theta = softmax_regression(x, held_out, np.stack([y] + [y[p] for p in permutations]), n_classes, s.C,
-                                      start)
-    row["balanced_accuracy"] = balanced_accuracy_score(y, proba[0].argmax(1))
-    row["auc"] = roc_auc_score(y, proba[0][:, 1]) if n_classes == 2 else np.nan
-    row["permuted_balanced_accuracy"] = np.mean([balanced_accuracy_score(y[p], q.argmax(1))
-                                                 for p, q in zip(permutations, proba[1:])])
+    labels = np.stack([y] + [y[p] for p in permutations])
+    proba, theta = softmax_regression(x, held_out, labels, n_classes, s.C, start)
+    accuracy = balanced_accuracy(labels, proba.argmax(2), n_classes)
+    row.update(balanced_accuracy=accuracy[0], permuted_balanced_accuracy=accuracy[1:].mean(),
+               auc=roc_auc_score(y, proba[0][:, 1]) if n_classes == 2 else np.nan)
     return row, proba[0], theta
 
 
