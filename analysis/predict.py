@@ -18,10 +18,12 @@ outcome is predicted from the evaluations up to the cut-off only, by feature set
               a folder `python -m analysis hmm` wrote)
     all       every set above that is given, together
 
-A logistic regression (L2, C = 1, standardised features) predicts the commitment, a ridge regression
-(alpha = 1, standardised features) the end value; both are cross-validated over runs (`cv` runs:
---folds folds, stratified by outcome), and with several conditions also leaving one condition out
-(`cv` conditions: trained on the other conditions' runs). The same folds are refitted on outcomes
+A multinomial logistic regression (L2, C = 0.1, standardised features) predicts the commitment, a
+ridge regression (alpha = 10, standardised features) the end value: scikit-learn's models, ten
+times more regularised than its defaults, as a sweep has few runs per feature and the stopping rule
+reads the classifier's probabilities. Both are cross-validated over runs (`cv` runs: --folds folds,
+stratified by outcome), and with several conditions also leaving one condition out (`cv`
+conditions: trained on the other conditions' runs). The same folds are refitted on outcomes
 shuffled across runs (--permutations times): the score a model gets where the features say
 nothing. Every score is taken over the held-out predictions of all runs together.
 
@@ -76,6 +78,10 @@ MAX_ITER = 100   # Newton iterations of a logistic regression, at most
 TOL = 1e-8       # ... which stops once no entry of its gradient exceeds this
 ABSENT = -1e9    # the logit of a class that a fold's training runs lack
 FLAT = 1e-8      # curvature added along the intercepts' flat direction
+UNAVAILABLE = {"shares": "the runs logged no rule shares",
+               "weights": f"not every run logged the 14 weight statistics ({PREFIX}...) at every evaluation "
+                          "(trained with --no_weight_stats?)",
+               "hmm": "it needs a training map (--map DIR)"}
 
 
 @dataclass(frozen=True)
@@ -89,10 +95,8 @@ class Settings:
     told: float = 0.9           # balanced accuracy from which the outcome counts as told
     confident: float = 0.95     # stopping rule: probability of the predicted outcome
     slope_window: float = 0.1   # slopes over this share of training before the cut-off
-    # L2 strengths, ten times scikit-learn's defaults (LogisticRegression's C = 1, Ridge's alpha = 1): a
-    # sweep has few runs per feature, and the stopping rule reads the classifier's probabilities.
-    C: float = 0.1              # inverse strength of the logistic regression's penalty
-    alpha: float = 10.0         # strength of the ridge regression's penalty
+    C: float = 0.1              # inverse strength of the logistic regression's L2 penalty
+    alpha: float = 10.0         # strength of the ridge regression's
 
 
 # ---- outcomes and series ----
@@ -183,9 +187,9 @@ def map_states(states: pd.DataFrame, runs: list[str], step: float, n_states: int
 # ---- cross-validated predictions ----
 #
 # A cut-off's fits (every fold, the outcomes and their shufflings) are small and many: they are solved
-# together, the folds as masks over the runs, rather than one scikit-learn estimator at a time, whose
-# per-fit overhead would dominate the command on a large sweep (bench/predict.py). Tests check them
-# against scikit-learn's LogisticRegression and Ridge.
+# as one batch, the folds as masks over the runs, rather than one scikit-learn estimator at a time,
+# whose per-fit overhead made the command several times slower on a large sweep (bench/predict.py).
+# Tests check them against scikit-learn's LogisticRegression and Ridge.
 
 def schemes(y: np.ndarray | None, conditions: np.ndarray, s: Settings) -> dict[str, np.ndarray]:
     """The held-out runs of each fold (fold x run, each run held out once) of each cross-validation:
@@ -272,8 +276,10 @@ def softmax_regression(x: np.ndarray, held_out: np.ndarray, labels: np.ndarray, 
             break
         step = -np.linalg.solve(hessian(z1[active], weight[active], proba, penalty[active], flat),
                                 gradient.reshape(len(active), size, 1)).reshape(gradient.shape)
-        theta[active] += line_search(lambda t: evaluate(theta[active] + t[:, None, None] * step, active)[0],
-                                     loss, (gradient * step).sum((1, 2)))[:, None, None] * step
+        t = line_search(lambda t: evaluate(theta[active] + t[:, None, None] * step, active)[0], loss,
+                        (gradient * step).sum((1, 2)))
+        theta[active] += t[:, None, None] * step
+        active = active[t > 0]  # no step lowers the loss: as near the optimum as rounding allows
     zs = z1 @ theta + offset
     e = np.exp(zs - zs.max(2, keepdims=True))
     proba = (e / e.sum(2, keepdims=True)).reshape(n_folds, n_sets, n_runs, n_classes)
@@ -428,14 +434,10 @@ def check_features(features: list[str] | None, allowed: list[str]) -> list[str]:
     """The feature sets asked for (default: every one allowed, `all` where it adds up two or more), refused in
     one line where the runs lack them."""
     if features is None:
-        return allowed if len(allowed) > 2 else allowed[:-1]
-    why = {"shares": "the runs logged no rule shares",
-           "weights": f"not every run logged the 14 weight statistics ({PREFIX}...) at every evaluation "
-                      "(trained with --no_weight_stats?)",
-           "hmm": "--features hmm needs a training map: --map DIR"}
+        return [name for name in allowed if name != "all" or len(allowed) > 2]
     for name in features:
         if name not in allowed:
-            raise HierGenError(f"--features {name}: {why[name]}")
+            raise HierGenError(f"--features {name}: {UNAVAILABLE[name]}")
     return features
 
 
@@ -457,9 +459,14 @@ def read_map(folder: str, runs: list[str]) -> pd.DataFrame:
     if not os.path.isfile(path):
         raise HierGenError(f"--map {folder} holds no {MAP_FILE} (write one with python -m analysis hmm RUN... "
                            f"--out {folder})")
-    states = pd.read_csv(path)
-    if not {"run", "step", "state"} <= set(states.columns) or not pd.api.types.is_integer_dtype(states["state"]):
-        raise HierGenError(f"{path} is not a training map: it needs the columns run, step and state (an integer)")
+    try:
+        states = pd.read_csv(path)
+    except ValueError as e:  # empty, or not CSV
+        raise HierGenError(f"{path} cannot be read as a table ({e})") from None
+    if not ({"run", "step", "state"} <= set(states.columns) and pd.api.types.is_integer_dtype(states["state"])
+            and pd.api.types.is_numeric_dtype(states["step"])):
+        raise HierGenError(f"{path} is not a training map: it needs the columns run, step (a number) and state "
+                           "(an integer)")
     missing = sorted(set(runs) - set(states["run"].astype(str)))
     if missing:
         raise HierGenError(f"{path} maps no evaluation of run {missing[0]}" +
@@ -493,8 +500,9 @@ def summary(result: Prediction, s: Settings) -> list[str]:
         scheme = "over runs" if cv == "runs" else "leaving one condition out"
         if result.unclassified:
             best = rows.loc[rows["r2"].idxmax()]
-            lines.append(f"{scheme}: the commitment is not predicted ({result.unclassified}); the end value's best "
-                         f"R² is {best['r2']:.2f}, from {best['cutoff']:.0%} of training (features {best['features']})")
+            lines.append(f"{scheme}: the commitment is not predicted ({result.unclassified}); the end value's "
+                         f"best R² is {best['r2']:.2f}, at {best['cutoff']:.0%} of training "
+                         f"(features {best['features']})")
             continue
         row = earliest(rows, s.told)
         if row is None:
@@ -541,7 +549,7 @@ def command(args: argparse.Namespace) -> None:
     s = Settings(metric=args.metric, folds=args.folds, permutations=args.permutations, seed=args.seed)
     out = outputs(args)
     if args.features and "hmm" in args.features and args.map is None:
-        raise HierGenError("--features hmm needs a training map: --map DIR")
+        raise HierGenError(f"--features hmm: {UNAVAILABLE['hmm']}")
     runs = find_runs(args.runs)
     states = read_map(args.map, [run.name for run in runs]) if args.map else None
     table, frames = read_runs(runs, list(dict.fromkeys([s.metric, *(c for p in RULE_SHARES for c in p),

@@ -216,7 +216,8 @@ def test_the_command_writes_its_table_and_figure_and_says_from_when(tmp_path, ca
     assert set(scores["features"]) == {"majority", "current", "history", "shares", "weights", "hmm", "all"}
     printed = capsys.readouterr().out
     assert "balanced_accuracy by cut-off and feature set (cross-validated over 10 runs)" in printed
-    assert "over runs: from 20% of training on (step 400), the outcome is told with balanced accuracy ≥ 0.9" in printed
+    assert "over runs: from 20% of training on (step 400), the outcome is told with balanced accuracy ≥ 0.9" \
+        in printed
     assert f"wrote predict.csv, predict.png to {out}" in printed
 
 
@@ -226,13 +227,16 @@ def bad_input(tmp_path) -> dict[str, tuple[list[str], str]]:
     unweighted = write_sweep(tmp_path / "unweighted", weights=False)
     (tmp_path / "empty_map").mkdir()
     partial = write_map(tmp_path / "partial_map", ["run0"], [0, 100])
+    (tmp_path / "other_table").mkdir()
+    (tmp_path / "other_table" / "hmm_states.csv").write_text("run,step\nrun0,0\n")
     return {
         "fewer runs than folds": ([few], "5-fold cross-validation needs at least 5 runs (got 4)"),
         "one fold": ([runs, "--folds", "1"], "--folds must be at least 2 (got 1)"),
         "unknown feature set": ([runs, "--features", "history,loss"], "unknown feature set 'loss'"),
-        "hmm without a map": ([runs, "--features", "hmm"], "--features hmm needs a training map: --map DIR"),
+        "hmm without a map": ([runs, "--features", "hmm"], "--features hmm: it needs a training map (--map DIR)"),
         "map without its table": ([runs, "--map", str(tmp_path / "empty_map")], "holds no hmm_states.csv"),
         "map of other runs": ([runs, "--map", partial], "maps no evaluation of run run1 (nor of 8 more)"),
+        "map of another table": ([runs, "--map", str(tmp_path / "other_table")], "is not a training map"),
         "metric never logged": ([runs, "--metric", "test_agree_subject"], "never logged"),
         "weights never logged": ([unweighted, "--features", "weights"],
                                  "not every run logged the 14 weight statistics"),
@@ -240,7 +244,8 @@ def bad_input(tmp_path) -> dict[str, tuple[list[str], str]]:
 
 
 @pytest.mark.parametrize("case", ["fewer runs than folds", "one fold", "unknown feature set", "hmm without a map",
-                                  "map without its table", "map of other runs", "metric never logged",
+                                  "map without its table", "map of other runs", "map of another table",
+                                  "metric never logged",
                                   "weights never logged"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case):
     argv, message = bad_input(tmp_path)[case]
