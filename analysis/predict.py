@@ -288,14 +288,16 @@ def softmax_regression(x: np.ndarray, held_out: np.ndarray, labels: np.ndarray, 
 
 def hessian(z1: np.ndarray, weight: np.ndarray, proba: np.ndarray, penalty: np.ndarray, flat: np.ndarray
             ) -> np.ndarray:
-    """problem x (feature, class) x (feature, class): the Hessian of the mean cross-entropy,
-    sum_i w_i z_i z_i^T (x) (diag p_i - p_i p_i^T), plus the penalty's and the flat direction's curvature."""
-    n, runs, features = z1.shape
+    """problem x (feature, class) x (feature, class): the Hessian of the mean cross-entropy, whose block
+    of classes (a, b) is sum_i w_i (p_ia [a = b] - p_ia p_ib) z_i z_i^T, plus the penalty's and the
+    flat direction's curvature."""
+    n, _, features = z1.shape
     k = proba.shape[2]
-    spread = (z1[:, :, :, None] * (np.sqrt(weight)[:, :, None, None] * proba[:, :, None, :])).reshape(n, runs, -1)
-    h = -(spread.transpose(0, 2, 1) @ spread).reshape(n, features, k, features, k)
+    h = np.empty((n, features, k, features, k))
     for a in range(k):
-        h[:, :, a, :, a] += (z1 * (weight * proba[:, :, a])[..., None]).transpose(0, 2, 1) @ z1
+        for b in range(a, k):
+            curvature = weight * proba[:, :, a] * ((a == b) - proba[:, :, b])
+            h[:, :, a, :, b] = h[:, :, b, :, a] = (z1 * curvature[..., None]).transpose(0, 2, 1) @ z1
     h = h.reshape(n, features * k, features * k)
     h[:, np.arange(features * k), np.arange(features * k)] += penalty.repeat(k, 2).reshape(n, -1) + flat
     return h
