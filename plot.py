@@ -484,9 +484,10 @@ def hmm_curves(curves: pd.DataFrame, fig: FigureBase | None = None) -> FigureBas
 
 # ---- outcome prediction (python -m analysis predict) ----
 
+# (column, its control, axis label, what an empty column means)
 PREDICTION_PANELS = (("balanced_accuracy", "permuted_balanced_accuracy", "balanced accuracy of the commitment\n"
-                      "(mean recall over the outcomes)"),
-                     ("r2", "permuted_r2", "R² of the end value"))
+                      "(mean recall over the outcomes)", "one outcome only: nothing to tell apart"),
+                     ("r2", "permuted_r2", "R² of the end value", "the end value does not vary"))
 R2_FLOOR = -0.5  # R² below this (much worse than the mean) is off the chart
 
 
@@ -504,9 +505,9 @@ def prediction_scores(scores: pd.DataFrame, baselines: list[str], told: float = 
     axes = fig.subplots(len(schemes), 2, squeeze=False, sharex=True)
     for panels, scheme in zip(axes, schemes):
         rows = scores[scores["cv"] == scheme]
-        for ax, (column, control, label) in zip(panels, PREDICTION_PANELS):
+        for ax, (column, control, label, empty) in zip(panels, PREDICTION_PANELS):
             if rows[column].isna().all():
-                ax.text(0.5, 0.5, "no outcome classes to tell apart", transform=ax.transAxes, ha="center")
+                ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center")
             for name in names:
                 line = rows[rows["features"] == name]
                 ax.plot(line["cutoff"] * 100, line[column], color=palette[name], marker="o", ms=3,

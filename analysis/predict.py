@@ -317,8 +317,11 @@ def line_search(loss_at, loss: np.ndarray, slope: np.ndarray, halvings: int = 40
 
 
 def r2(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """R^2 of each row (target) of the predictions: scikit-learn's r2_score without its per-call checks."""
-    return 1 - ((truth - predicted) ** 2).sum(-1) / ((truth - truth.mean(-1, keepdims=True)) ** 2).sum(-1)
+    """R^2 of each row (target) of the predictions, as scikit-learn's r2_score; NaN where the truth is
+    one value (its variance then is rounding, and any ratio to it noise)."""
+    spread = ((truth - truth.mean(-1, keepdims=True)) ** 2).sum(-1)
+    varies = np.ptp(truth, axis=-1) > 0
+    return np.where(varies, 1 - ((truth - predicted) ** 2).sum(-1) / np.where(varies, spread, 1.0), np.nan)
 
 
 def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -501,10 +504,7 @@ def summary(result: Prediction, s: Settings) -> list[str]:
     for cv, rows in result.scores.groupby("cv", sort=False):
         scheme = "over runs" if cv == "runs" else "leaving one condition out"
         if result.unclassified:
-            best = rows.loc[rows["r2"].idxmax()]
-            lines.append(f"{scheme}: the commitment is not predicted ({result.unclassified}); the end value's "
-                         f"best R² is {best['r2']:.2f}, at {best['cutoff']:.0%} of training "
-                         f"(features {best['features']})")
+            lines.append(f"{scheme}: the commitment is not predicted ({result.unclassified}); " + end_value(rows))
             continue
         row = earliest(rows, s.told)
         if row is None:
@@ -518,6 +518,15 @@ def summary(result: Prediction, s: Settings) -> list[str]:
                      f"would have saved {row['saved_share']:.0%} of the runs' steps, with {row['wrong_outcomes']} "
                      f"of the {row['stopped_runs']} stopped runs' outcomes wrong (of {row['n_runs']} runs)")
     return lines
+
+
+def end_value(rows: pd.DataFrame) -> str:
+    """What the rows say of the end value: its best R^2, or that it does not vary."""
+    if rows["r2"].isna().all():
+        return "the end value does not vary"
+    best = rows.loc[rows["r2"].idxmax()]
+    return (f"the end value's best R² is {best['r2']:.2f}, at {best['cutoff']:.0%} of training "
+            f"(features {best['features']})")
 
 
 def print_scores(scores: pd.DataFrame, column: str) -> None:

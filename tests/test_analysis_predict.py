@@ -175,15 +175,21 @@ def test_the_stopping_rule_by_hand():
 
 def test_runs_of_one_outcome_get_the_end_value_alone():
     table, frames = synthetic(0.05, "metric")
-    for frame in frames.values():
-        frame.iloc[-5:, frame.columns.get_indexer(["test_aux", "test_hierarchical"])] = 0.99
+    for frame in frames.values():  # every run commits to the hierarchical rule, its test_aux ends as it did
+        frame.iloc[-5:, frame.columns.get_indexer(["test_hierarchical"])] = 0.99
         frame.iloc[-5:, frame.columns.get_indexer(["test_linear"])] = 0.01
     result = predict(table, frames)
     assert result.unclassified == "every run ends hierarchical"
     scores = result.scores
     assert scores[["balanced_accuracy", "auc", "permuted_balanced_accuracy", "stopped_runs"]].isna().all().all()
-    assert scores["r2"].notna().all()
-    assert "the commitment is not predicted (every run ends hierarchical)" in summary(result, Settings())[0]
+    assert scores["r2"].notna().all() and scores["r2"].max() > 0.9
+    assert "the commitment is not predicted (every run ends hierarchical); the end value's best R² is" in \
+        summary(result, Settings())[0]
+    for frame in frames.values():  # and now every run ends at 0.99
+        frame.iloc[-5:, frame.columns.get_indexer(["test_aux"])] = 0.99
+    result = predict(table, frames)
+    assert result.scores["r2"].isna().all()
+    assert summary(result, Settings())[0].endswith("(every run ends hierarchical); the end value does not vary")
 
 
 # ---- the command line ----
