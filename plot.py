@@ -497,7 +497,8 @@ def prediction_scores(scores: pd.DataFrame, baselines: list[str], told: float = 
     """How well each feature set tells a run's outcome from what it logged up to each cut-off (rows of
     predict.csv): per cross-validation scheme (`cv`, a row of panels), the held-out balanced accuracy
     of the commitment and R² of the end value against the cut-off; one line per feature set, the
-    `baselines` dashed, the same models on shuffled outcomes dotted grey (mean over the sets)."""
+    `baselines` dashed, the same models on shuffled outcomes dotted grey (mean over the sets), and the
+    score from which the outcome counts as told (`told`) a black line."""
     schemes = list(dict.fromkeys(scores["cv"]))
     names = list(dict.fromkeys(scores["features"]))
     palette = dict(zip(names, plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors))
@@ -510,22 +511,23 @@ def prediction_scores(scores: pd.DataFrame, baselines: list[str], told: float = 
                 ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center")
             for name in names:
                 line = rows[rows["features"] == name]
+                baseline = name in baselines  # dashed, above the sets that may hide them
                 ax.plot(line["cutoff"] * 100, line[column], color=palette[name], marker="o", ms=3,
-                        lw=1.2 if name in baselines else 1.6, ls="--" if name in baselines else "-")
+                        lw=1.2 if baseline else 1.6, ls="--" if baseline else "-", zorder=3 if baseline else 2)
             shuffled = rows.groupby("cutoff")[control].mean()
             ax.plot(shuffled.index * 100, shuffled, color="grey", ls=":", lw=1.4)
             _cutoff_axis(ax, rows["cutoff"].unique() * 100)
+            ax.axhline(told, color="black", lw=0.8)
             ax.set(xlabel="cut-off (% of training steps, log scale)", ylabel=label,
                    title=f"held-out {scheme} ({rows['n_runs'].iloc[0]} runs)")
             ax.xaxis.set_tick_params(labelbottom=True)
             ax.grid(True)
-        panels[0].axhline(told, color="black", lw=0.8)
         panels[0].set_ylim(-0.02, 1.02)
         panels[1].set_ylim(max(R2_FLOOR, min(panels[1].get_ylim()[0], 0)), 1.02)
     handles = [Line2D([], [], color=palette[n], marker="o", ms=3, ls="--" if n in baselines else "-",
                       label=f"{n} (baseline)" if n in baselines else n) for n in names]
     handles += [Line2D([], [], color="grey", ls=":", lw=1.4, label="shuffled outcomes"),
-                Line2D([], [], color="black", lw=0.8, label=f"told: balanced accuracy {told:g}")]
+                Line2D([], [], color="black", lw=0.8, label=f"told: {told:g}")]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)), title="feature set")
     return fig
 

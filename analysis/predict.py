@@ -92,7 +92,7 @@ class Settings:
     folds: int = 5
     permutations: int = 1
     seed: int = 0               # of the folds and the permutations
-    told: float = 0.9           # balanced accuracy from which the outcome counts as told
+    told: float = 0.9           # balanced accuracy (commitment), R^2 (end value) from which it counts as told
     confident: float = 0.95     # stopping rule: probability of the predicted outcome
     slope_window: float = 0.1   # slopes over this share of training before the cut-off
     C: float = 0.1              # inverse strength of the logistic regression's L2 penalty
@@ -483,12 +483,12 @@ def read_map(folder: str, runs: list[str]) -> pd.DataFrame:
 
 # ---- the summary ----
 
-def earliest(rows: pd.DataFrame, told: float) -> pd.Series | None:
-    """The row of the earliest cut-off from which a feature set's balanced accuracy stays at `told` or
+def earliest(rows: pd.DataFrame, column: str, told: float) -> pd.Series | None:
+    """The row of the earliest cut-off from which a feature set's score (`column`) stays at `told` or
     above (the first set in order on a tie); None where none does at the last cut-off."""
     best = None
     for name, group in rows.groupby("features", sort=False):
-        below = ~(group["balanced_accuracy"].to_numpy(float) >= told)
+        below = ~(group[column].to_numpy(float) >= told)
         if name == "majority" or below[-1]:
             continue
         first = group.iloc[len(below) - np.argmax(below[::-1]) if below.any() else 0]
@@ -498,35 +498,40 @@ def earliest(rows: pd.DataFrame, told: float) -> pd.Series | None:
 
 
 def summary(result: Prediction, s: Settings) -> list[str]:
-    """One sentence per cross-validation scheme: from which cut-off the outcome is told, and what
-    stopping runs from there on would have saved."""
+    """Two sentences per cross-validation scheme: from which cut-off the commitment is told, and what
+    stopping runs from there on would have saved; from which cut-off the end value is."""
     lines = []
     for cv, rows in result.scores.groupby("cv", sort=False):
         scheme = "over runs" if cv == "runs" else "leaving one condition out"
-        if result.unclassified:
-            lines.append(f"{scheme}: the commitment is not predicted ({result.unclassified}); " + end_value(rows))
-            continue
-        row = earliest(rows, s.told)
-        if row is None:
-            best = rows.loc[rows["balanced_accuracy"].idxmax()]
-            lines.append(f"{scheme}: no cut-off tells the outcome with balanced accuracy ≥ {s.told} (best "
-                         f"{best['balanced_accuracy']:.2f} at {best['cutoff']:.0%}, features {best['features']})")
-            continue
-        lines.append(f"{scheme}: from {row['cutoff']:.0%} of training on (step {row['step']:,}), the outcome is told "
-                     f"with balanced accuracy ≥ {s.told} (features {row['features']}); stopping each run at the "
-                     f"first cut-off from there on where the classifier is ≥ {s.confident} sure of its outcome "
-                     f"would have saved {row['saved_share']:.0%} of the runs' steps, with {row['wrong_outcomes']} "
-                     f"of the {row['stopped_runs']} stopped runs' outcomes wrong (of {row['n_runs']} runs)")
+        lines += [f"{scheme}: {commitment_told(rows, result.unclassified, s)}", f"{scheme}: {end_told(rows, s)}"]
     return lines
 
 
-def end_value(rows: pd.DataFrame) -> str:
-    """What the rows say of the end value: its best R^2, or that it does not vary."""
+def commitment_told(rows: pd.DataFrame, unclassified: str | None, s: Settings) -> str:
+    if unclassified:
+        return f"the commitment is not predicted ({unclassified})"
+    row = earliest(rows, "balanced_accuracy", s.told)
+    if row is None:
+        best = rows.loc[rows["balanced_accuracy"].idxmax()]
+        return (f"no cut-off tells the commitment with balanced accuracy ≥ {s.told} (best "
+                f"{best['balanced_accuracy']:.2f} at {best['cutoff']:.0%}, features {best['features']})")
+    return (f"from {row['cutoff']:.0%} of training on (step {row['step']:,}), the commitment is told with balanced "
+            f"accuracy ≥ {s.told} (features {row['features']}); stopping each run at the first cut-off from there on "
+            f"where the classifier is ≥ {s.confident} sure of its outcome would have saved {row['saved_share']:.0%} "
+            f"of the runs' steps, with {row['wrong_outcomes']} of the {row['stopped_runs']} stopped runs' outcomes "
+            f"wrong (of {row['n_runs']} runs)")
+
+
+def end_told(rows: pd.DataFrame, s: Settings) -> str:
     if rows["r2"].isna().all():
         return "the end value does not vary"
-    best = rows.loc[rows["r2"].idxmax()]
-    return (f"the end value's best R² is {best['r2']:.2f}, at {best['cutoff']:.0%} of training "
-            f"(features {best['features']})")
+    row = earliest(rows, "r2", s.told)
+    if row is None:
+        best = rows.loc[rows["r2"].idxmax()]
+        return (f"no cut-off tells the end value with R² ≥ {s.told} (best {best['r2']:.2f} at {best['cutoff']:.0%}, "
+                f"features {best['features']})")
+    return (f"from {row['cutoff']:.0%} of training on (step {row['step']:,}), the end value is told with R² ≥ "
+            f"{s.told} (features {row['features']})")
 
 
 def print_scores(scores: pd.DataFrame, column: str) -> None:

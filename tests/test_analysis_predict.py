@@ -55,10 +55,10 @@ def runs_rows(scores: pd.DataFrame) -> pd.DataFrame:
 def test_the_outcome_is_told_from_the_cut_off_where_it_shows(onset, where, cutoff, features):
     result = predict(*synthetic(onset, where))
     rows = runs_rows(result.scores)
-    told = earliest(rows, 0.9)
+    told = earliest(rows, "balanced_accuracy", 0.9)
     if cutoff is None:
         assert told is None
-        assert "no cut-off tells the outcome" in summary(result, Settings())[0]
+        assert "no cut-off tells the commitment" in summary(result, Settings())[0]
     else:
         assert (told["cutoff"], told["features"]) == (cutoff, features)
         assert summary(result, Settings())[0].startswith(f"over runs: from {cutoff:.0%} of training on")
@@ -183,13 +183,14 @@ def test_runs_of_one_outcome_get_the_end_value_alone():
     scores = result.scores
     assert scores[["balanced_accuracy", "auc", "permuted_balanced_accuracy", "stopped_runs"]].isna().all().all()
     assert scores["r2"].notna().all() and scores["r2"].max() > 0.9
-    assert "the commitment is not predicted (every run ends hierarchical); the end value's best R² is" in \
-        summary(result, Settings())[0]
+    said = summary(result, Settings())
+    assert said[0] == "over runs: the commitment is not predicted (every run ends hierarchical)"
+    assert said[1].startswith("over runs: from 5% of training on (step 500), the end value is told with R² ≥ 0.9")
     for frame in frames.values():  # and now every run ends at 0.99
         frame.iloc[-5:, frame.columns.get_indexer(["test_aux"])] = 0.99
     result = predict(table, frames)
     assert result.scores["r2"].isna().all()
-    assert summary(result, Settings())[0].endswith("(every run ends hierarchical); the end value does not vary")
+    assert summary(result, Settings())[1] == "over runs: the end value does not vary"
 
 
 # ---- the command line ----
@@ -222,7 +223,7 @@ def test_the_command_writes_its_table_and_figure_and_says_from_when(tmp_path, ca
     assert set(scores["features"]) == {"majority", "current", "history", "shares", "weights", "hmm", "all"}
     printed = capsys.readouterr().out
     assert "balanced_accuracy by cut-off and feature set (cross-validated over 10 runs)" in printed
-    assert "over runs: from 20% of training on (step 400), the outcome is told with balanced accuracy ≥ 0.9" \
+    assert "over runs: from 20% of training on (step 400), the commitment is told with balanced accuracy ≥ 0.9" \
         in printed
     assert f"wrote predict.csv, predict.png to {out}" in printed
 
@@ -274,5 +275,5 @@ def test_predict_on_a_tiny_seeds_sweep(sweep, tmp_path, capsys):
     assert list(dict.fromkeys(scores["cv"])) == ["runs", "conditions"] and (scores["n_runs"] == 8).all()
     assert {"weights", "hmm", "all"} <= set(scores["features"]) and scores["r2"].notna().all()
     printed = capsys.readouterr().out
-    assert printed.count("over runs: ") == 1 and "leaving one condition out: " in printed
+    assert printed.count("over runs: ") == 2 and printed.count("leaving one condition out: ") == 2
     assert (out / "predict.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
