@@ -501,7 +501,7 @@ def prediction_scores(scores: pd.DataFrame, baselines: list[str], told: float = 
     score from which the outcome counts as told (`told`) a black line."""
     schemes = list(dict.fromkeys(scores["cv"]))
     names = list(dict.fromkeys(scores["features"]))
-    palette = dict(zip(names, plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors))
+    palette = dict(zip(names, plt.get_cmap("tab10").colors))  # seven sets at most
     fig = _figure(fig, (10, 3.4 * len(schemes) + 0.9))
     axes = fig.subplots(len(schemes), 2, squeeze=False, sharex=True)
     for panels, scheme in zip(axes, schemes):
