@@ -630,6 +630,70 @@ def hmm_selection(selection: pd.DataFrame, ax: Axes | None = None) -> Axes:
     return ax
 
 
+# ---- outcome prediction (python -m analysis predict) ----
+
+# (column, its control, axis label, what an empty column means)
+PREDICTION_PANELS = (("balanced_accuracy", "permuted_balanced_accuracy", "balanced accuracy of the commitment\n"
+                      "(mean recall over the outcomes)", "one outcome only: nothing to tell apart"),
+                     ("r2", "permuted_r2", "R² of the end value", "the end value does not vary"))
+R2_FLOOR = -0.5  # R² below this (much worse than the mean) is off the chart
+
+
+@styled
+def prediction_scores(scores: pd.DataFrame, baselines: list[str], told: float = 0.9,
+                      fig: FigureBase | None = None) -> FigureBase:
+    """How well each feature set tells a run's outcome from what it logged up to each cut-off (rows of
+    predict.csv): per cross-validation scheme (`cv`, a row of panels), the held-out balanced accuracy
+    of the commitment and R² of the end value against the cut-off; one line per feature set, the
+    `baselines` dashed, the same models on shuffled outcomes dotted grey (mean over the sets), and the
+    score from which the outcome counts as told (`told`) a black line."""
+    schemes = list(dict.fromkeys(scores["cv"]))
+    names = list(dict.fromkeys(scores["features"]))
+    palette = dict(zip(names, plt.get_cmap("tab10").colors))  # seven sets at most
+    fig = _figure(fig, (10, 3.4 * len(schemes) + 0.9))
+    axes = fig.subplots(len(schemes), 2, squeeze=False, sharex=True)
+    for panels, scheme in zip(axes, schemes):
+        rows = scores[scores["cv"] == scheme]
+        for ax, (column, control, label, empty) in zip(panels, PREDICTION_PANELS):
+            if rows[column].isna().all():
+                ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center")
+            for name in names:
+                line = rows[rows["features"] == name]
+                baseline = name in baselines  # dashed, above the sets that may hide them
+                ax.plot(line["cutoff"] * 100, line[column], color=palette[name], marker="o", ms=3,
+                        lw=1.2 if baseline else 1.6, ls="--" if baseline else "-", zorder=3 if baseline else 2)
+            shuffled = rows.groupby("cutoff")[control].mean()
+            ax.plot(shuffled.index * 100, shuffled, color="grey", ls=":", lw=1.4)
+            _cutoff_axis(ax, rows["cutoff"].unique() * 100)
+            ax.axhline(told, color="black", lw=0.8)
+            ax.set(xlabel="cut-off (% of training steps, log scale)", ylabel=label,
+                   title=f"held-out {scheme} ({rows['n_runs'].iloc[0]} runs)")
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.grid(True)
+        panels[0].set_ylim(-0.02, 1.02)
+        panels[1].set_ylim(max(R2_FLOOR, min(panels[1].get_ylim()[0], 0)), 1.02)
+    handles = [Line2D([], [], color=palette[n], marker="o", ms=3, ls="--" if n in baselines else "-",
+                      label=f"{n} (baseline)" if n in baselines else n) for n in names]
+    handles += [Line2D([], [], color="grey", ls=":", lw=1.4, label="shuffled outcomes"),
+                Line2D([], [], color="black", lw=0.8, label=f"told: {told:g}")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)), title="feature set")
+    return fig
+
+
+def _cutoff_axis(ax: Axes, percents: np.ndarray, spacing: float = 0.12) -> None:
+    """A log axis with a tick at every cut-off, labelled where it lies `spacing` decades or more below
+    the next labelled one (the last always), so that 60, 70, 80, 90 do not run together."""
+    ax.set_xscale("log")
+    percents = np.sort(percents)
+    labels, last = [], np.inf
+    for p in percents[::-1]:
+        keep = np.log10(last) - np.log10(p) >= spacing
+        labels.append(f"{p:g}" if keep else "")
+        last = p if keep else last
+    ax.set_xticks(percents, labels[::-1])
+    ax.minorticks_off()
+
+
 # ---- the command line ----
 
 def main(argv: list[str] | None = None) -> int:

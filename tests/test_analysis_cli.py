@@ -8,9 +8,7 @@ import pytest
 
 import plot
 from analysis.__main__ import main as analysis
-from data_utils.lines import read_text_lines
-from helpers import (ARGS, assert_one_line, evals, model_flags, parse_qf, read_csv, run_python, train, write_files,
-                     write_run)
+from helpers import ARGS, assert_one_line, evals, read_csv, run_python, write_run
 
 RUNS_COLUMNS = ["run", "condition", "seed", "last_step", "end_test_aux", "end_hierarchical", "end_linear",
                 "tv_full", "tv_late_per_10k", "oscillations", "commitment", "stable", "end_seen_acc",
@@ -18,36 +16,6 @@ RUNS_COLUMNS = ["run", "condition", "seed", "last_step", "end_test_aux", "end_hi
 CONDITIONS_COLUMNS = ["condition", "n_runs", "p_hierarchical", "p_linear", "p_uncommitted", "mean_end_test_aux",
                       "mean_end_hierarchical_runs", "dip", "dip_p", "bic_1", "bic_2", "bimodal", "regime"]
 OUTPUTS = ["conditions.csv", "outcomes.png", "runs.csv", "trajectories.png"]
-TINY = ["--callback", *model_flags(2, 32, 2), "--lr", "3e-3", "--num_warmup_steps", "5", "--max_train_steps", "40",
-        "--eval_every", "10", "--save_every", "40"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(data_dir, tmp_path_factory) -> str:
-    """The first lines of the generated QF splits, and a question_D20 training set of 20 input types
-    (bare subjects only, so that every generalization type is unseen by its runs)."""
-    out = tmp_path_factory.mktemp("tiny_data")
-    source = os.path.join(data_dir, "question_formation_data")
-    files = {name: read_text_lines(os.path.join(source, name))[:n]
-             for name, n in [("question.train", 600), ("question.val", 100), ("question.test", 300),
-                             ("question.test.type", 300)]}
-    write_files(out / "question_formation_data", files)
-    bare = [line for line in read_text_lines(os.path.join(source, "question.train"))[:5000]
-            if parse_qf(line).meta["subject"] == "bare"]
-    types = list(dict.fromkeys(parse_qf(line).type_tag for line in bare))[:20]
-    d20 = [line for line in bare if parse_qf(line).type_tag in types]
-    write_files(out / "question_D20_formation_data", {"question.train": d20, "question.val": d20[:50]})
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def sweep(tiny_data, tmp_path_factory) -> str:
-    """Four seeds of two conditions (datasets question and question_D20), trained for 40 steps."""
-    out = str(tmp_path_factory.mktemp("sweep"))
-    for dataset in ("question", "question_D20"):
-        assert train(tiny_data, "--dataset", dataset, *TINY, "--seeds", "1,2,3,4", "--save_dir", out,
-                     "--save_prefix", dataset) == 0
-    return out
 
 
 @pytest.mark.slow

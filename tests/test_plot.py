@@ -106,6 +106,14 @@ def type_view() -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     return frame, accuracy, pd.Series({"det n_s": True, "det n_p": False})
 
 
+def prediction_table() -> pd.DataFrame:
+    rows = [{"cv": cv, "cutoff": cutoff, "features": name, "n_runs": 20, "balanced_accuracy": 0.5 + cutoff * k / 6,
+             "permuted_balanced_accuracy": 0.5, "r2": cutoff * k / 6 - 0.1, "permuted_r2": -0.1}
+            for cv in ("runs", "conditions") for cutoff in (0.01, 0.02, 0.05, 0.1, 0.5, 0.9)
+            for k, name in enumerate(["majority", "current", "history", "weights"])]
+    return pd.DataFrame(rows)
+
+
 FIGURES = {
     "trajectories": lambda: plot.trajectories(curves()),
     "metric_panels": lambda: plot.metric_panels(curves()),
@@ -122,6 +130,7 @@ FIGURES = {
     "hmm_graph": lambda: plot.hmm_graph(*hmm_tables()[:2], n_runs=5),
     "hmm_curves": lambda: plot.hmm_curves(hmm_tables()[2]),
     "hmm_selection": lambda: plot.hmm_selection(selection()),
+    "prediction_scores": lambda: plot.prediction_scores(prediction_table(), ["majority", "current"]),
 }
 
 
