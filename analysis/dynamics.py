@@ -27,6 +27,7 @@ from sklearn.mixture import GaussianMixture
 import plot
 from analysis import seen
 from analysis.arguments import add_runs, outputs
+from analysis.outputs import Outputs
 from analysis.runs import RULE_SHARES, RunDir, common_steps, find_runs, read_runs, rule_shares, trajectory_rows
 
 MIN_SEEDS_BIMODALITY = 4  # the dip test is not defined for 3 values or fewer
@@ -239,11 +240,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    """Compute everything, then write runs.csv, conditions.csv, comparisons.csv and the two figures;
-    print a summary."""
-    s = Settings(metric=args.metric)
-    out = outputs(args)
-    per_run, per_condition, curves = dynamics(find_runs(args.runs), s, args.data_dir)
+    write_dynamics(find_runs(args.runs), Settings(metric=args.metric), args.data_dir, outputs(args))
+
+
+def write_dynamics(runs: list[RunDir], s: Settings, data_dir: str | None,
+                   out: Outputs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Compute everything, print a summary, then write runs.csv, conditions.csv, comparisons.csv and
+    the two figures; returns the three tables."""
+    per_run, per_condition, curves = dynamics(runs, s, data_dir)
     summary = per_condition[["condition", "n_runs", "p_hierarchical", "p_linear", "p_uncommitted",
                              f"mean_end_{s.metric}", "bimodal", "regime"]]
     summary = summary.astype({"bimodal": object}).fillna({"bimodal": "-"})
@@ -253,3 +257,4 @@ def command(args: argparse.Namespace) -> None:
         print(comparison_sentence(row, s.metric))
     out.write({"runs": per_run, "conditions": per_condition, "comparisons": compared},
               {"trajectories": plot.trajectories(curves), "outcomes": plot.outcomes(per_run, s.metric, s.end_evals)})
+    return per_run, per_condition, compared
