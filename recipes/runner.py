@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from recipes.recipe import REPO, Recipe, progress, run_directories
 from util import HierGenError
 
 STEP_LINE = re.compile(r"step (\d+)[:/]")  # the trainer's evaluation and status lines
+STOPPED = 75  # the trainer's exit code after a SIGTERM, once its checkpoint is written
 JOBS_FILE = "slurm_jobs.json"
 
 
@@ -56,39 +58,59 @@ def train_locally(recipe: Recipe, out: str, data_dir: str, jobs: int) -> None:
     bar = tqdm(total=len(steps) * recipe.max_train_steps, initial=sum(steps.values()), unit="step",
                desc=recipe.name, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 60)
     failures: list[str] = []
+    processes: list[subprocess.Popen] = []
+    stopping = threading.Event()
 
     def condition(name: str) -> None:
         for seeds in todo[name]:
+            if stopping.is_set():
+                return
             command = [sys.executable, os.path.join(REPO, "train_transformers.py"),
-                       *recipe.command(name, seeds, save_dir, data_dir)]
+                       *recipe.command(name, seeds, os.path.abspath(save_dir), data_dir)]
             log = os.path.join(logs, f"{name}.log")
-            if train(command, log, os.path.join(logs, f"{name}.pid"), seeds,
-                     lambda step: steps.update({(name, s): step for s in seeds})) != 0:
-                failures.append(f"{name} (seeds {','.join(map(str, seeds))}; see {log})")
+            rc = train(command, log, os.path.join(logs, f"{name}.pid"), seeds, processes,
+                       lambda step: steps.update({(name, s): step for s in seeds}))
+            if rc != 0:
+                failures.append(f"{name} (seeds {','.join(map(str, seeds))}; "
+                                + ("stopped: run again to continue)" if rc == STOPPED else f"exit code {rc}; see {log})"))
                 return
 
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        futures = [pool.submit(condition, name) for name in todo]
-        while not all(f.done() for f in futures):
-            time.sleep(1)
-            bar.update(sum(steps.values()) - bar.n)
-        for f in futures:
-            f.result()
+    def stop(signum, frame):
+        """Ctrl-C or a kill: let every trainer checkpoint and exit, then stop."""
+        stopping.set()
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            futures = [pool.submit(condition, name) for name in todo]
+            while not all(f.done() for f in futures):
+                time.sleep(1)
+                bar.update(sum(steps.values()) - bar.n)
+            for f in futures:
+                f.result()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     bar.update(sum(steps.values()) - bar.n)
     bar.close()
     if failures:
-        raise HierGenError(f"training failed: {'; '.join(failures)}")
+        raise HierGenError(f"training did not finish: {'; '.join(failures)}")
 
 
-def train(command: list[str], log: str, pid_file: str, seeds: list[int], reached) -> int:
+def train(command: list[str], log: str, pid_file: str, seeds: list[int], processes: list, reached) -> int:
     """Run one training process, its output appended to `log`, reporting each step it prints;
-    `pid_file` says which seeds it trains while it lives (for `status`)."""
+    `pid_file` says which seeds it trains while it lives (for `status`). Its own session: a Ctrl-C
+    reaches the runner alone, which stops the trainers in order."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core per condition: the conditions share the rest
     with open(log, "a") as f:
         f.write(f"$ {shlex.join(command)}\n")
         f.flush()
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1)
+                                   text=True, bufsize=1, start_new_session=True)
+        processes.append(process)
         with open(pid_file, "w") as p:
             json.dump({"pid": process.pid, "seeds": seeds}, p)
         for line in process.stdout:
