@@ -562,9 +562,10 @@ def hmm_graph(transitions: pd.DataFrame, detours: pd.DataFrame, n_runs: int, ax:
 
 
 @styled
-def hmm_curves(curves: pd.DataFrame, fig: FigureBase | None = None) -> FigureBase:
+def hmm_curves(curves: pd.DataFrame, zscore: str = "global", fig: FigureBase | None = None) -> FigureBase:
     """One panel per series (the convergence metric, then each weight statistic; rows of
-    analysis.hmm.state_curves): each run a thin grey line, its evaluations coloured by their state."""
+    analysis.hmm.state_curves): each run a thin grey line, its evaluations coloured by their state.
+    `zscore` says how the model standardised the statistics: over all runs (global) or per run."""
     metrics = list(dict.fromkeys(curves["metric"]))
     n_states = int(curves["state"].max()) + 1
     palette = np.array(state_colors(n_states))
@@ -591,9 +592,42 @@ def hmm_curves(curves: pd.DataFrame, fig: FigureBase | None = None) -> FigureBas
     handles = [Line2D([], [], ls="", marker="o", color=palette[k], label=f"state {k}") for k in range(n_states)]
     handles.append(Line2D([], [], color="grey", lw=0.6, label=f"one run (n={n_runs})"))
     legend_ax.legend(handles=handles, loc="center", fontsize=9, title="Viterbi state", frameon=False)
-    fig.suptitle("training curves coloured by HMM state (the statistics as logged; the model reads them "
-                 "z-scored within each run)", fontsize=10)
+    within = "over all runs together" if zscore == "global" else "within each run"
+    fig.suptitle(f"training curves coloured by HMM state (the statistics as logged; the model reads them "
+                 f"z-scored {within})", fontsize=10)
     return fig
+
+
+@styled
+def hmm_selection(selection: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """The choice of the number of HMM states (rows of hmm_selection.csv): the held-out log-likelihood
+    per evaluation, mean and SD over the restarts, on the left axis; AIC and BIC averaged over the
+    restarts and the best restart's BIC, which selects, on the right; the selected count marked. A
+    failed count (every restart dropped) leaves a gap."""
+    ax = _axes(ax, (7.0, 5.0))
+    n = selection["n_states"]
+    ax.errorbar(n, selection["heldout_loglik_mean"], yerr=selection["heldout_loglik_sd"].fillna(0.0), fmt="o-",
+                color="black", capsize=3, label="held-out log-likelihood, mean ± SD over restarts")
+    ax.set_xlabel("number of states")
+    ax.set_ylabel("held-out log-likelihood (nats per evaluation)")
+    ax.set_xticks(n)
+    ax.grid(True)
+    right = ax.twinx()
+    right.plot(n, selection["aic_mean_restarts"], "s--", color="tab:blue", label="AIC, mean over restarts")
+    right.plot(n, selection["bic_mean_restarts"], "^--", color="tab:orange", label="BIC, mean over restarts")
+    right.plot(n, selection["bic"], "^-", color="tab:red", label="BIC of the best restart (selects)")
+    right.set_ylabel("AIC, BIC of the held-out runs (nats)")
+    chosen = int(n[selection["selected"]].iloc[0])
+    ax.axvline(chosen, color="grey", ls=":", lw=2, label=f"selected: {chosen} states")
+    failed = ", ".join(str(k) for k in n[selection["failed"]])
+    ax.set_title("choosing the number of HMM states: the held-out runs' fit"
+                 + (f"\nno fit of {failed} states (every restart failed)" if failed else ""))
+    handles, labels = ax.get_legend_handles_labels()
+    more, more_labels = right.get_legend_handles_labels()
+    # below the axes: the curves run anywhere inside them
+    ax.legend(handles + more, labels + more_labels, ncols=2, loc="upper center",
+              bbox_to_anchor=(0.5, -0.13), frameon=False)
+    return ax
 
 
 # ---- the command line ----

@@ -11,7 +11,10 @@ included in a seq2seq decoder; embeddings, output map and LayerNorms are left ou
     mean_singular_value, var_singular_value = mean and variance of σ (σ < 1e-5 counted as 0)
 
 each averaged over the matrices; mean_w, median_w, var_w over all those matrices' entries together;
-mean_b, median_b, var_b over the feed-forward biases together. Variances are population variances.
+mean_b, median_b, var_b over the feed-forward biases together. As in Hu et al.'s code, variances have
+Bessel's correction (divide by n - 1, torch.var's default) and the median of an even count is the lower
+of the two middle values (torch.median). Runs logged by earlier versions of this module hold population
+variances, smaller by a factor (n - 1) / n, and the mean of the two middle values as the median.
 """
 from __future__ import annotations
 
@@ -68,15 +71,8 @@ def _matrix_statistics(x: torch.Tensor) -> torch.Tensor:
     sigma = torch.where(sigma < SINGULAR_VALUE_FLOOR, 0.0, sigma)
     spectral = sigma[:, 0]
     return torch.stack([l1, l2, trace, spectral, l1 / l2, trace / spectral,
-                        sigma.mean(1), sigma.var(1, correction=0)], dim=1)
+                        sigma.mean(1), sigma.var(1)], dim=1)
 
 
 def _mean_median_var(x: torch.Tensor) -> torch.Tensor:
-    return torch.stack([x.mean(), _median(x), x.var(correction=0)])
-
-
-def _median(x: torch.Tensor) -> torch.Tensor:
-    """The usual median, the mean of the two middle values of an even count: torch's `median` gives
-    the lower one (and that of -x the upper one, negated); `quantile` refuses the paper model's 19M
-    entries."""
-    return (x.median() - (-x).median()) / 2
+    return torch.stack([x.mean(), x.median(), x.var()])

@@ -91,6 +91,14 @@ def head_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFram
     return attention, ablation, top, subspace
 
 
+def selection() -> pd.DataFrame:
+    """hmm_selection.csv of 4 state counts, the third failed."""
+    return pd.DataFrame({"n_states": [1, 2, 3, 4], "heldout_loglik_mean": [-20.0, -15, np.nan, -14],
+                         "heldout_loglik_sd": [0.0, 1.0, np.nan, np.nan], "aic_mean_restarts": [900.0, 800, np.nan, 790],
+                         "bic_mean_restarts": [950.0, 870, np.nan, 900], "bic": [950.0, 860, np.nan, 880],
+                         "failed": [False, False, True, False], "selected": [False, True, False, False]})
+
+
 def type_view() -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     frame = pd.DataFrame({"test_aux": [0.2, 0.6], "test_hierarchical": [0.2, 0.6], "test_linear": [0.7, 0.3]},
                          index=[0, 1000])
@@ -113,6 +121,7 @@ FIGURES = {
     "head_subspace": lambda: plot.head_subspace(head_tables()[3], "run"),
     "hmm_graph": lambda: plot.hmm_graph(*hmm_tables()[:2], n_runs=5),
     "hmm_curves": lambda: plot.hmm_curves(hmm_tables()[2]),
+    "hmm_selection": lambda: plot.hmm_selection(selection()),
 }
 
 

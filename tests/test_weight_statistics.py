@@ -1,5 +1,6 @@
-"""The 14 weight statistics: their values on matrices with known singular values, and their logging at
-every evaluation (equal to what a checkpoint gives)."""
+"""The 14 weight statistics: their values on matrices with known singular values and, on random ones,
+against a transcription of Hu et al.'s definitions; their logging at every evaluation (equal to what a
+checkpoint gives)."""
 from __future__ import annotations
 
 import os
@@ -54,15 +55,61 @@ def test_statistics_of_matrices_with_known_singular_values():
     for x, sigma in matrices:
         s = np.where(np.array(sigma) < 1e-5, 0.0, sigma)  # the floor
         l1, l2, trace = np.abs(x).sum(), np.sqrt(np.sum(np.square(sigma))), np.trace(x)
-        per_matrix.append([l1, l2, trace, s[0], l1 / l2, trace / s[0], s.mean(), s.var()])
+        per_matrix.append([l1, l2, trace, s[0], l1 / l2, trace / s[0], s.mean(), s.var(ddof=1)])
     expected = dict(zip(NAMES[:8], np.mean(per_matrix, axis=0)))
     entries = np.concatenate([x.ravel() for x, _ in matrices])
-    bias_entries = np.concatenate(biases)  # 12 values: the median is the mean of the middle two
-    expected.update(zip(NAMES[8:], [entries.mean(), np.median(entries), entries.var(),
-                                    bias_entries.mean(), np.median(bias_entries), bias_entries.var()]))
-    assert np.median(bias_entries) == 1.5  # not torch.median's 1.0
+    bias_entries = np.concatenate(biases)
+    expected.update(zip(NAMES[8:], [entries.mean(), lower_median(entries), entries.var(ddof=1),
+                                    bias_entries.mean(), lower_median(bias_entries), bias_entries.var(ddof=1)]))
+    assert lower_median(bias_entries) == 1.0  # 12 values: the lower middle one, not their mean 1.5
     for name in NAMES:
         assert stats[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-7), name
+
+
+def lower_median(x: np.ndarray) -> float:
+    """torch.median's median: of an even count, the lower of the two middle values."""
+    return np.sort(x)[(len(x) - 1) // 2]
+
+
+def anchor_statistics(model: torch.nn.Module, n_heads: int) -> dict[str, float]:
+    """The 14 statistics transcribed from their definitions (Hu et al.), one matrix at a time in float64:
+    every layer's per-head query, key and value matrices, attention output and feed-forward matrices;
+    variances with Bessel's correction, the lower median."""
+    per_matrix, entries, biases = [], [], []
+    for layer in model.trafo["encoder"].layers:
+        attention = layer.self_attn
+        q = attention.data_to_q.weight.detach().double().numpy()
+        kv = attention.data_to_kv.weight.detach().double().numpy()
+        matrices = [*np.split(q, n_heads), *np.split(kv, 2 * n_heads),
+                    *(m.weight.detach().double().numpy() for m in (attention.multi_head_merge, layer.linear1,
+                                                                   layer.linear2))]
+        for x in matrices:
+            sigma = np.linalg.svd(x, compute_uv=False)
+            sigma[sigma < 1e-5] = 0.0
+            l1, l2, trace, spectral = np.abs(x).sum(), np.sqrt((x ** 2).sum()), np.trace(x), sigma.max()
+            per_matrix.append([l1, l2, trace, spectral, l1 / l2, trace / spectral, sigma.mean(),
+                               sigma.var(ddof=1)])
+            entries.append(x.ravel())
+        biases += [layer.linear1.bias.detach().double().numpy(), layer.linear2.bias.detach().double().numpy()]
+    w, b = np.concatenate(entries), np.concatenate(biases)
+    values = [*np.mean(per_matrix, axis=0), w.mean(), lower_median(w), w.var(ddof=1),
+              b.mean(), lower_median(b), b.var(ddof=1)]
+    return dict(zip(NAMES, values))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_each_statistic_is_the_anchors_formula_on_random_matrices(seed):
+    model = tiny_model(seed, vec_dim=8, n_heads=2, encoder_n_layers=2).double()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+        # a rank-2 attention output: its other singular values fall under the 1e-5 floor
+        merge = model.trafo["encoder"].layers[1].self_attn.multi_head_merge.weight
+        merge.copy_(merge[:, :2] @ merge[:2, :])
+    stats, expected = weight_statistics(model), anchor_statistics(model, n_heads=2)
+    for name in NAMES:
+        assert stats[name] == pytest.approx(expected[name], rel=1e-6, abs=1e-6), name
 
 
 def test_the_matrices_are_each_heads_query_key_and_value_and_the_feed_forward_ones():
