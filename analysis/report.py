@@ -31,7 +31,7 @@ OPEN_RUNS_UP_TO = 6      # more runs than this and their figures start folded aw
 TABLE_ROWS = 30          # rows of a run's analysis table shown on the page; the CSV beside has all
 IMAGES = (".png", ".svg")
 RUN_ANALYSIS = (".csv", ".png", ".svg", ".pdf")
-HMM_FIGURES = ("hmm_graph.png", "hmm_curves.png")
+HMM_FIGURES = ("hmm_selection.png", "hmm_graph.png", "hmm_curves.png")
 HMM_TABLES = ("hmm_selection", "hmm_detours")
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;max-width:1250px;margin:1.5em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2em}h3{font-size:1.05em}
