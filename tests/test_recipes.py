@@ -15,7 +15,7 @@ from data_utils.lines import read_text_lines
 from helpers import REPO, checkpoint_at, write_files, write_run
 from recipes import recipe as recipes
 from recipes.__main__ import main as recipes_main
-from recipes.runner import unfinished
+from recipes.runner import train_locally, unfinished
 
 # ti_complexity reads the default tense files (here their first lines); shrunk to seconds.
 SHRUNK = ["ti_complexity", "--steps", "20", "--seeds", "1"]
@@ -69,8 +69,7 @@ def test_unknown_recipe_is_one_line(capsys):
 @pytest.mark.slow
 def test_a_half_done_recipe_trains_only_what_is_missing(tiny_ti, tmp_path, capsys):
     out = str(tmp_path / "exp")
-    run = ["run", *SHRUNK, "--out", out, "--data_dir", tiny_ti, "--jobs", "2"]
-    assert recipes_main(run) == 0
+    train_locally(recipes.load("ti_complexity", steps=20, seeds=1), out, tiny_ti, jobs=2)
     runs = tmp_path / "exp" / "runs"
     whole = checkpoint_at(runs / "complex_seed0", 20)["model_state_dict"]
     finished = os.stat(runs / "simple_seed0" / "checkpoint_20.pth").st_mtime_ns
@@ -82,7 +81,7 @@ def test_a_half_done_recipe_trains_only_what_is_missing(tiny_ti, tmp_path, capsy
     capsys.readouterr()
     assert recipes_main(["status", *SHRUNK, "--out", out]) == 0
     assert "simple: 1 done; 0 running; 0 missing\n  complex: 0 done; 0 running; 1 missing (0@0)" in capsys.readouterr().out
-    assert recipes_main(run) == 0
+    assert recipes_main(["run", *SHRUNK, "--out", out, "--data_dir", tiny_ti, "--jobs", "2"]) == 0
     assert os.stat(runs / "simple_seed0" / "checkpoint_20.pth").st_mtime_ns == finished
     resumed = checkpoint_at(runs / "complex_seed0", 20)["model_state_dict"]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # the weights of an uninterrupted run
