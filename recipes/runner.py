@@ -193,11 +193,11 @@ def running(out: str) -> set[tuple[str, int]]:
 
 def alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process holds that id now
-        return True
+    except PermissionError:  # it exists, under another user
+        pass
     return True
 
 
