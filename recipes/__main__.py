@@ -15,6 +15,7 @@ import shlex
 import sys
 import textwrap
 
+from analysis.arguments import add_count
 from recipes import recipe as recipes
 from recipes import runner
 from util import Parser, run_command
@@ -23,10 +24,10 @@ from util import Parser, run_command
 def add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", help="a recipe (python -m recipes list)")
     parser.add_argument("--scale", choices=recipes.SCALES, default="mini",
-                        help="mini: a 2-core CPU in about half an hour; paper: the paper's model and steps")
+                        help="mini: 2 layers x 128, 3,000 steps, a CPU; paper: the paper's model and 300k steps")
     parser.add_argument("--out", default=None, help="the recipe's folder (default: ./experiments/NAME_SCALE)")
-    parser.add_argument("--steps", type=int, default=None, help="shrink the recipe: train this many steps")
-    parser.add_argument("--seeds", type=int, default=None, help="shrink the recipe: only its first N seeds")
+    add_count(parser, "--steps", None, "shrink the recipe: train this many steps")
+    add_count(parser, "--seeds", None, "shrink the recipe: only its first N seeds")
 
 
 def loaded(args: argparse.Namespace) -> tuple[recipes.Recipe, str]:
@@ -86,11 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     add_recipe(run_parser)
     run_parser.add_argument("--data_dir", default=os.path.join(recipes.REPO, "data_utils"),
                             help="where the datasets are (generated there when missing; default: data_utils)")
-    run_parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                            help="training processes at once, one condition each (default: the cores)")
+    add_count(run_parser, "--jobs", os.cpu_count() or 1, "training processes at once, one condition each")
     run_parser.add_argument("--slurm", action="store_true",
                             help="submit the training as SLURM arrays (submit_gpu.sh) and the report as a job after them")
-    run_parser.add_argument("--seeds_per_task", type=int, default=1, help="--slurm: seeds one array task trains")
+    add_count(run_parser, "--seeds_per_task", 1, "--slurm: seeds one array task trains")
     run_parser.add_argument("--sbatch", default="", help="--slurm: more sbatch flags, e.g. '--partition=gpu'")
     add_recipe(commands.add_parser("analyse", help="only the analyses and the report of the runs trained"))
     handlers = {"list": list_recipes, "status": status, "run": run, "analyse": analyse}
