@@ -6,7 +6,8 @@
 #
 # Every setting is an environment variable (sbatch passes the environment through) or an sbatch
 # flag (flags override the #SBATCH lines below), so sweeps need no edits of this file.
-# Array task i trains seed SEED0 + i, or the i-th entry of SEEDS="42,7,13".
+# Array task i trains seed SEED0 + i, or the i-th entry of SEEDS="42,7,13"; with SEEDS_PER_TASK=k,
+# the k seeds from the (i*k)-th on, at once (--seeds). PREFIX names the runs ({PREFIX}_seed{N}).
 #
 # Time limit: SLURM sends USR1 to python (exec'd below, so it is the batch shell) five minutes
 # before the limit; python checkpoints at the next step, requeues the job and exits with 75. The
@@ -52,18 +53,32 @@ if [ ! -f "$HIER_GEN_DIR/train_transformers.py" ]; then
 fi
 
 task=${SLURM_ARRAY_TASK_ID:-0}
-if [ -n "${SEEDS:-}" ]; then
-    IFS=, read -r -a seed_list <<< "$SEEDS"
-    SEED=${seed_list[$task]:?"SEEDS has no entry for array task $task"}
-else
-    SEED=$((SEED0 + task))
+# SEEDS_PER_TASK=k: task i trains the k seeds from the (i*k)-th on at once (--seeds).
+SEEDS_PER_TASK=${SEEDS_PER_TASK:-1}
+task_seeds=()
+for ((k = task * SEEDS_PER_TASK; k < (task + 1) * SEEDS_PER_TASK; k++)); do
+    if [ -n "${SEEDS:-}" ]; then
+        IFS=, read -r -a seed_list <<< "$SEEDS"
+        [ "$k" -lt "${#seed_list[@]}" ] || break
+        task_seeds+=("${seed_list[$k]}")
+    else
+        task_seeds+=($((SEED0 + k)))
+    fi
+done
+[ "${#task_seeds[@]}" -gt 0 ] || { echo "error: SEEDS has no entry for array task $task" >&2; exit 2; }
+PREFIX=${PREFIX:-${DATASET}_lr${LR}}
+if [ "$SEEDS_PER_TASK" -eq 1 ]; then
+    name="${PREFIX}_seed${task_seeds[0]}"
+    seed_flags=(--seed "${task_seeds[0]}")
+else  # each seed's run directory and W&B run get _seed{N} appended to the name
+    name=$PREFIX
+    seed_flags=(--seeds "$(IFS=,; echo "${task_seeds[*]}")")
 fi
-name="${DATASET}_lr${LR}_seed${SEED}"
 
 # shellcheck disable=SC2086  # EXTRA_FLAGS is a list of flags
 exec "$PYTHON" "$HIER_GEN_DIR/train_transformers.py" --callback --batch_size 8 --dataset "$DATASET" \
     --disamb_num "$DISAMB_NUM" --max_train_steps "$STEPS" --encoder_n_layers "$LAYERS" --lr "$LR" \
     --num_warmup_steps "$WARMUP" --weight_decay 0.0 --max_grad_norm 1.0 --eval_every "$EVAL_EVERY" \
-    --seed "$SEED" --tied-embedding --run_name "$name" --save_every "$SAVE_EVERY" \
+    "${seed_flags[@]}" --tied-embedding --run_name "$name" --save_every "$SAVE_EVERY" \
     --save_dir "$SAVE_DIR" --save_prefix "$name" --data_dir "$DATA_DIR" --device "$DEVICE" \
     --resume $EXTRA_FLAGS

@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis import checkpoints, dynamics, heads, hmm, internals, predict, probe, trees, wandb_import
+from analysis import checkpoints, dynamics, heads, hmm, internals, predict, probe, report, trees, wandb_import
 from util import Parser, run_command
 
 COMMANDS = {"dynamics": dynamics, "import-wandb": wandb_import, "checkpoints": checkpoints, "internals": internals,
-            "probe": probe, "heads": heads, "trees": trees, "hmm": hmm, "predict": predict}
+            "probe": probe, "heads": heads, "trees": trees, "hmm": hmm, "predict": predict, "report": report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,9 @@
 """Run dynamics from metrics.jsonl: what each run commits to, and each condition's regime.
 
 Per run: end values, total variation, oscillations, commitment, stability, seen/unseen accuracy;
-per condition: outcome shares, bimodality of the end values and the regime.
+per condition: outcome shares, bimodality of the end values and the regime, with bootstrap 95%
+intervals of the shares and of the mean end value; per pair of conditions: a Mann-Whitney U test
+that their end values differ, with its rank-biserial correlation.
 
     python -m analysis dynamics RUN... [--metric test_aux] [--data_dir DIR] [--out DIR]
 
@@ -10,6 +12,7 @@ Series are read on the steps that every run of a condition logged.
 from __future__ import annotations
 
 import argparse
+import itertools
 import warnings
 from dataclasses import dataclass
 
@@ -17,15 +20,20 @@ import diptest
 import numpy as np
 import pandas as pd
 from scipy.special import logit
+from scipy.stats import mannwhitneyu
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import plot
 from analysis import seen
 from analysis.arguments import add_runs, outputs
+from analysis.outputs import Outputs
 from analysis.runs import RULE_SHARES, RunDir, common_steps, find_runs, read_runs, rule_shares, trajectory_rows
 
 MIN_SEEDS_BIMODALITY = 4  # the dip test is not defined for 3 values or fewer
+OUTCOMES = ("hierarchical", "linear", "uncommitted")
+RESAMPLES = 2000  # bootstrap resamples of a condition's runs
+SIGNIFICANCE = 0.05  # the p below which the summary says two conditions differ (no correction for many pairs)
 
 
 @dataclass(frozen=True)
@@ -139,22 +147,72 @@ def runs_frame(table: pd.DataFrame, frames: dict[str, pd.DataFrame], args: dict[
     return out
 
 
+def bootstrap_intervals(commitments: pd.Series, end_values: np.ndarray, metric_end: str,
+                        resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """95% percentile intervals of the outcome shares and of the mean end value, from `resamples`
+    resamples of the condition's runs (fixed seed: the same runs give the same intervals)."""
+    rng = np.random.default_rng(seed)
+    nan = (np.nan, np.nan)
+    picked = commitments.to_numpy(object)[rng.integers(0, len(commitments), (resamples, len(commitments)))]
+    known = commitments.notna().all()
+    out = {}
+    for rule in OUTCOMES:
+        shares = (picked == rule).mean(axis=1)
+        out[f"p_{rule}_lo"], out[f"p_{rule}_hi"] = np.percentile(shares, [2.5, 97.5]) if known else nan
+    values = end_values[~np.isnan(end_values)]
+    interval = nan
+    if len(values):
+        means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+        interval = np.percentile(means, [2.5, 97.5])
+    out[f"mean_{metric_end}_lo"], out[f"mean_{metric_end}_hi"] = interval
+    return out
+
+
 def conditions_frame(runs: pd.DataFrame, s: Settings = Settings()) -> pd.DataFrame:
-    """conditions.csv: per condition, outcome shares, bimodality of the end values and the regime."""
+    """conditions.csv: per condition, outcome shares, bimodality of the end values and the regime,
+    then the bootstrap intervals (last, so that the earlier columns keep their places)."""
     end = f"end_{s.metric}"
     rows = []
     for condition, group in runs.groupby("condition", observed=True):
         known = group["commitment"].notna().all()
-        share = {rule: (group["commitment"] == rule).mean() if known else np.nan
-                 for rule in ("hierarchical", "linear", "uncommitted")}
+        share = {rule: (group["commitment"] == rule).mean() if known else np.nan for rule in OUTCOMES}
+        values = group[end].to_numpy(float)
         rows.append({"condition": condition, "n_runs": len(group),
                      **{f"p_{rule}": p for rule, p in share.items()},
                      f"mean_{end}": group[end].mean(),
                      "mean_end_hierarchical_runs": group.loc[group["commitment"] == "hierarchical", end].mean(),
-                     **bimodality(group[end].to_numpy(float)), "regime": regime(group, s)})
+                     **bimodality(values), "regime": regime(group, s),
+                     **bootstrap_intervals(group["commitment"], values, end)})
     out = pd.DataFrame(rows)
     out["bimodal"] = out["bimodal"].astype("boolean")
     return out
+
+
+def comparisons_frame(runs: pd.DataFrame, s: Settings = Settings()) -> pd.DataFrame:
+    """comparisons.csv: for each pair of conditions, a two-sided Mann-Whitney U test of their end
+    values and its rank-biserial correlation r = 2U/(n_a n_b) - 1 (U is condition_a's; r > 0 where
+    condition_a's end values tend to be the higher, +-1 where every run of one is above the other's)."""
+    end = f"end_{s.metric}"
+    groups = {c: g[end].dropna().to_numpy(float) for c, g in runs.groupby("condition", observed=True)}
+    rows = []
+    for (a, x), (b, y) in itertools.combinations(groups.items(), 2):
+        if len(x) == 0 or len(y) == 0:
+            continue
+        u, p = mannwhitneyu(x, y, alternative="two-sided")
+        rows.append({"condition_a": a, "condition_b": b, "n_a": len(x), "n_b": len(y),
+                     f"median_{end}_a": np.median(x), f"median_{end}_b": np.median(y),
+                     "U": u, "p": p, "rank_biserial": 2 * u / (len(x) * len(y)) - 1})
+    columns = ["condition_a", "condition_b", "n_a", "n_b", f"median_{end}_a", f"median_{end}_b", "U", "p",
+               "rank_biserial"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def comparison_sentence(row: pd.Series, metric: str = Settings.metric) -> str:
+    """One comparison in words: "A differs from B, p = ..." below SIGNIFICANCE, else that it does not."""
+    verb = "differs from" if row["p"] < SIGNIFICANCE else "does not detectably differ from"
+    return (f"{row['condition_a']} {verb} {row['condition_b']}, p = {row['p']:.2g} (Mann-Whitney U = {row['U']:g}, "
+            f"rank-biserial r = {row['rank_biserial']:+.2f}; median end {metric} {row[f'median_end_{metric}_a']:.2f} "
+            f"vs {row[f'median_end_{metric}_b']:.2f}, n = {row['n_a']} vs {row['n_b']})")
 
 
 def logged_names(s: Settings = Settings()) -> list[str]:
@@ -164,7 +222,8 @@ def logged_names(s: Settings = Settings()) -> list[str]:
 
 def dynamics(runs: list[RunDir], s: Settings = Settings(),
              data_dir: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """runs.csv, conditions.csv and the metric's trajectories (for plot.trajectories) as DataFrames."""
+    """runs.csv, conditions.csv and the metric's trajectories (for plot.trajectories) as DataFrames;
+    comparisons_frame(runs.csv) compares the conditions."""
     table, frames = read_runs(runs, logged_names(s))
     frames = common_steps(frames, table, s.metric)
     per_run = runs_frame(table, frames, {run.name: run.args for run in runs}, s, data_dir)
@@ -181,13 +240,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    """Compute everything, then write runs.csv, conditions.csv and the two figures; print a summary."""
-    s = Settings(metric=args.metric)
-    out = outputs(args)
-    per_run, per_condition, curves = dynamics(find_runs(args.runs), s, args.data_dir)
+    write_dynamics(find_runs(args.runs), Settings(metric=args.metric), args.data_dir, outputs(args))
+
+
+def write_dynamics(runs: list[RunDir], s: Settings, data_dir: str | None,
+                   out: Outputs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Compute everything, print a summary, then write runs.csv, conditions.csv, comparisons.csv and
+    the two figures; returns the three tables."""
+    per_run, per_condition, curves = dynamics(runs, s, data_dir)
     summary = per_condition[["condition", "n_runs", "p_hierarchical", "p_linear", "p_uncommitted",
                              f"mean_end_{s.metric}", "bimodal", "regime"]]
     summary = summary.astype({"bimodal": object}).fillna({"bimodal": "-"})
     print(summary.to_string(index=False, float_format="%.2f", na_rep="-"))
-    out.write({"runs": per_run, "conditions": per_condition},
+    compared = comparisons_frame(per_run, s)
+    for _, row in compared.iterrows():
+        print(comparison_sentence(row, s.metric))
+    out.write({"runs": per_run, "conditions": per_condition, "comparisons": compared},
               {"trajectories": plot.trajectories(curves), "outcomes": plot.outcomes(per_run, s.metric, s.end_evals)})
+    return per_run, per_condition, compared

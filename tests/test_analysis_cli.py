@@ -14,8 +14,12 @@ RUNS_COLUMNS = ["run", "condition", "seed", "last_step", "end_test_aux", "end_hi
                 "tv_full", "tv_late_per_10k", "oscillations", "commitment", "stable", "end_seen_acc",
                 "end_unseen_acc"]
 CONDITIONS_COLUMNS = ["condition", "n_runs", "p_hierarchical", "p_linear", "p_uncommitted", "mean_end_test_aux",
-                      "mean_end_hierarchical_runs", "dip", "dip_p", "bic_1", "bic_2", "bimodal", "regime"]
-OUTPUTS = ["conditions.csv", "outcomes.png", "runs.csv", "trajectories.png"]
+                      "mean_end_hierarchical_runs", "dip", "dip_p", "bic_1", "bic_2", "bimodal", "regime",
+                      "p_hierarchical_lo", "p_hierarchical_hi", "p_linear_lo", "p_linear_hi", "p_uncommitted_lo",
+                      "p_uncommitted_hi", "mean_end_test_aux_lo", "mean_end_test_aux_hi"]
+COMPARISONS_COLUMNS = ["condition_a", "condition_b", "n_a", "n_b", "median_end_test_aux_a", "median_end_test_aux_b",
+                       "U", "p", "rank_biserial"]
+OUTPUTS = ["comparisons.csv", "conditions.csv", "outcomes.png", "runs.csv", "trajectories.png"]
 
 
 @pytest.mark.slow
@@ -27,6 +31,10 @@ def test_dynamics_writes_every_table_and_figure(sweep, tiny_data, tmp_path, caps
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs, conditions = read_csv(out / "runs.csv"), read_csv(out / "conditions.csv")
     assert list(runs.columns) == RUNS_COLUMNS and list(conditions.columns) == CONDITIONS_COLUMNS
+    comparisons = read_csv(out / "comparisons.csv")
+    assert list(comparisons.columns) == COMPARISONS_COLUMNS
+    assert comparisons[["condition_a", "condition_b", "n_a", "n_b"]].values.tolist() == [
+        ["dataset=question", "dataset=question_D20", 4, 4]]
     assert conditions["condition"].tolist() == ["dataset=question", "dataset=question_D20"]
     assert conditions["n_runs"].tolist() == [4, 4]
     assert runs["seed"].tolist() == [1, 2, 3, 4] * 2 and set(runs["last_step"]) == {40}
@@ -44,6 +52,7 @@ def test_dynamics_writes_every_table_and_figure(sweep, tiny_data, tmp_path, caps
     assert full["end_seen_acc"].notna().all()
     summary = capsys.readouterr().out
     assert "dataset=question_D20" in summary and "regime" in summary
+    assert "dataset=question d" in summary and "from dataset=question_D20, p = " in summary
 
 
 @pytest.mark.slow

@@ -5,8 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.dynamics import (Settings, bimodality, commitment, dynamics, end_value, late_tv_per_10k,
-                               oscillations, regime, total_variation)
+from scipy.stats import mannwhitneyu
+
+from analysis.dynamics import (Settings, bimodality, bootstrap_intervals, commitment, comparison_sentence,
+                               comparisons_frame, dynamics, end_value, late_tv_per_10k, oscillations, regime,
+                               total_variation)
 from analysis.runs import find_runs
 from helpers import ARGS, write_run
 
@@ -112,6 +115,35 @@ def test_regime_thresholds_are_parameters():
     assert regime(rows, Settings(regime_share=0.7)) == "hierarchical"
 
 
+def test_bootstrap_intervals_hold_the_shares_and_are_reproducible():
+    commitments = pd.Series(["hierarchical"] * 6 + ["linear"] * 4)
+    values = np.r_[np.ones(6), np.zeros(4)]
+    out = bootstrap_intervals(commitments, values, "end_test_aux")
+    assert out == bootstrap_intervals(commitments, values, "end_test_aux")
+    assert out["p_hierarchical_lo"] < 0.6 < out["p_hierarchical_hi"] and 0.2 < out["p_hierarchical_lo"]
+    assert out["p_uncommitted_lo"] == out["p_uncommitted_hi"] == 0
+    assert out["mean_end_test_aux_lo"] == out["p_hierarchical_lo"]  # the end value is 1 exactly when hierarchical
+    # Every seed alike: no uncertainty left; no rule shares: no interval of them.
+    assert bootstrap_intervals(pd.Series(["linear"] * 5), np.zeros(5), "e")["p_linear_lo"] == 1
+    unknown = bootstrap_intervals(pd.Series([None] * 3), np.full(3, np.nan), "e")
+    assert all(np.isnan(v) for v in unknown.values())
+
+
+def test_comparisons_test_each_pair_with_its_rank_biserial_correlation():
+    runs = pd.DataFrame({"condition": ["a"] * 5 + ["b"] * 5 + ["c"] * 4,
+                         "end_test_aux": [0.1, 0.2, 0.3, 0.15, 0.05, 0.9, 0.8, 0.95, 0.7, 0.25, 0.1, 0.2, 0.3, 0.15]})
+    out = comparisons_frame(runs)
+    assert out[["condition_a", "condition_b"]].values.tolist() == [["a", "b"], ["a", "c"], ["b", "c"]]
+    ab = out.iloc[0]
+    # a's 0.3 is above b's 0.25 once; the other 24 pairs favour b: U = 1, r = 2 * 1/25 - 1.
+    assert ab["U"] == 1 and ab["rank_biserial"] == pytest.approx(-0.92)
+    assert ab["p"] == pytest.approx(mannwhitneyu(runs["end_test_aux"][:5], runs["end_test_aux"][5:10]).pvalue)
+    assert ab["median_end_test_aux_a"] == 0.15 and ab["n_b"] == 5
+    assert comparison_sentence(ab).startswith("a differs from b, p = 0.016")  # exact: 2 x 2/252
+    assert "does not detectably differ" in comparison_sentence(out.iloc[1])
+    assert comparisons_frame(runs[runs["condition"] == "a"]).empty
+
+
 def ti_condition(root, lr: float, kind: str, n_seeds: int = 5) -> list[str]:
     """Run directories of a TI condition whose seeds all follow `kind` over 60 evaluations."""
     steps = np.arange(60) * 2000
@@ -143,3 +175,4 @@ def test_ti_conditions_built_to_each_regime_are_told_apart(tmp_path):
     unstable = runs[runs["condition"] == "lr=0.001"]
     assert (unstable["oscillations"] >= 7).all() and not unstable["stable"].any()
     assert runs["end_seen_acc"].isna().all()  # no data folder: the seen/unseen split is left empty
+    assert conditions["p_hierarchical_lo"].tolist() == [1.0, 0.0, 0.0]

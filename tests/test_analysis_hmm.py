@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 
 import analysis.hmm
 from analysis.__main__ import main
-from analysis.hmm import (Settings, canonical_labels, detour_table, fit_hmm, fit_restart, notes, select, split,
+from analysis.hmm import (Settings, canonical_labels, detour_table, fit_hmm, fit_restart, notes, split,
                           standardise, training_map, zscore)
 from bench.hmm import sweep
 from helpers import ARGS, TINY_QF_RUN, assert_one_line, assert_opens, evals, read_csv, train, write_run

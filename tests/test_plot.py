@@ -198,11 +198,11 @@ def synthetic_sweep(folder) -> str:
 def test_analysis_commands_write_their_figures_in_the_format_asked(tmp_path, capsys, fmt):
     sweep, out = synthetic_sweep(tmp_path / "runs"), tmp_path / "out"
     assert analysis(["dynamics", sweep, "--out", str(out), "--format", fmt]) == 0
-    assert sorted(os.listdir(out)) == sorted(["runs.csv", "conditions.csv", f"trajectories.{fmt}",
+    assert sorted(os.listdir(out)) == sorted(["runs.csv", "conditions.csv", "comparisons.csv", f"trajectories.{fmt}",
                                               f"outcomes.{fmt}"])
     for name in (f"trajectories.{fmt}", f"outcomes.{fmt}"):
         assert_opens(out / name)
-    assert f"wrote runs.csv, conditions.csv, trajectories.{fmt}, outcomes.{fmt} to {out}" in capsys.readouterr().out
+    assert f"wrote runs.csv, conditions.csv, comparisons.csv, trajectories.{fmt}, outcomes.{fmt} to {out}" in capsys.readouterr().out
     figure = tmp_path / f"plot.{fmt}"
     assert plot.main([sweep, "--out", str(figure)]) == 0
     assert_opens(figure)
