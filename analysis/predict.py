@@ -510,28 +510,29 @@ def summary(result: Prediction, s: Settings) -> list[str]:
 def commitment_told(rows: pd.DataFrame, unclassified: str | None, s: Settings) -> str:
     if unclassified:
         return f"the commitment is not predicted ({unclassified})"
-    row = earliest(rows, "balanced_accuracy", s.told)
+    row, sentence = told(rows, "balanced_accuracy", "the commitment", "balanced accuracy", s)
     if row is None:
-        best = rows.loc[rows["balanced_accuracy"].idxmax()]
-        return (f"no cut-off tells the commitment with balanced accuracy ≥ {s.told} (best "
-                f"{best['balanced_accuracy']:.2f} at {best['cutoff']:.0%}, features {best['features']})")
-    return (f"from {row['cutoff']:.0%} of training on (step {row['step']:,}), the commitment is told with balanced "
-            f"accuracy ≥ {s.told} (features {row['features']}); stopping each run at the first cut-off from there on "
-            f"where the classifier is ≥ {s.confident} sure of its outcome would have saved {row['saved_share']:.0%} "
-            f"of the runs' steps, with {row['wrong_outcomes']} of the {row['stopped_runs']} stopped runs' outcomes "
-            f"wrong (of {row['n_runs']} runs)")
+        return sentence
+    return (f"{sentence}; stopping each run at the first cut-off from there on where the classifier is ≥ "
+            f"{s.confident} sure of its outcome would have saved {row['saved_share']:.0%} of the runs' steps, with "
+            f"{row['wrong_outcomes']} of the {row['stopped_runs']} stopped runs' outcomes wrong (of {row['n_runs']} runs)")
 
 
 def end_told(rows: pd.DataFrame, s: Settings) -> str:
     if rows["r2"].isna().all():
         return "the end value does not vary"
-    row = earliest(rows, "r2", s.told)
+    return told(rows, "r2", "the end value", "R²", s)[1]
+
+
+def told(rows: pd.DataFrame, column: str, what: str, score: str, s: Settings) -> tuple[pd.Series | None, str]:
+    """The earliest row from which `what` is told by `column` (None if never), and the sentence saying so."""
+    row = earliest(rows, column, s.told)
     if row is None:
-        best = rows.loc[rows["r2"].idxmax()]
-        return (f"no cut-off tells the end value with R² ≥ {s.told} (best {best['r2']:.2f} at {best['cutoff']:.0%}, "
-                f"features {best['features']})")
-    return (f"from {row['cutoff']:.0%} of training on (step {row['step']:,}), the end value is told with R² ≥ "
-            f"{s.told} (features {row['features']})")
+        best = rows.loc[rows[column].idxmax()]
+        return None, (f"no cut-off tells {what} with {score} ≥ {s.told} (best {best[column]:.2f} at "
+                      f"{best['cutoff']:.0%}, features {best['features']})")
+    return row, (f"from {row['cutoff']:.0%} of training on (step {row['step']:,}), {what} is told with {score} ≥ "
+                 f"{s.told} (features {row['features']})")
 
 
 def print_scores(scores: pd.DataFrame, column: str) -> None:
