@@ -40,10 +40,10 @@ def add_format(parser: argparse.ArgumentParser) -> None:
     add_count(parser, "--dpi", plot.DPI, "resolution of PNG figures, dots per inch")
 
 
-def add_count(parser: argparse.ArgumentParser, flag: str, default: int, help: str, minimum: int = 1) -> None:
-    """An integer flag refused in one line below `minimum`."""
+def add_count(parser: argparse.ArgumentParser, flag: str, default: int | None, help: str, minimum: int = 1) -> None:
+    """An integer flag refused in one line below `minimum`; a default of None is for the help to explain."""
     parser.add_argument(flag, type=int, default=default, action=_AtLeast, minimum=minimum,
-                        help=f"{help} (default: {default})")
+                        help=help if default is None else f"{help} (default: {default})")
 
 
 def add_seed(parser: argparse.ArgumentParser, default: int, help: str) -> None:

@@ -26,8 +26,8 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", choices=recipes.SCALES, default="mini",
                         help="mini: 2 layers x 128, 3,000 steps, a CPU; paper: the paper's model and 300k steps")
     parser.add_argument("--out", default=None, help="the recipe's folder (default: ./experiments/NAME_SCALE)")
-    add_count(parser, "--steps", None, "shrink the recipe: train this many steps")
-    add_count(parser, "--seeds", None, "shrink the recipe: only its first N seeds")
+    add_count(parser, "--steps", None, "shrink the recipe: train this many steps (default: the scale's)")
+    add_count(parser, "--seeds", None, "shrink the recipe: only its first N seeds (default: all)")
 
 
 def loaded(args: argparse.Namespace) -> tuple[recipes.Recipe, str]:
