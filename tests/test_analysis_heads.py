@@ -17,7 +17,8 @@ from analysis import heads
 from analysis.__main__ import main as analysis
 from data_utils.lines import read_text_lines
 from data_utils.load import task_vocabulary
-from helpers import (AUXILIARIES, QF, QF_TEST, REFERENCE, REFERENCE_CHECKPOINT, assert_one_line, eval_events,
+from helpers import (AUXILIARIES, QF, QF_TEST, REFERENCE, REFERENCE_CHECKPOINT, assert_one_line, assert_opens,
+                     eval_events,
                      model_flags, parse_qf, parse_ti, read_csv, tiny_model, train, write_files)
 from models.base import MAX_LEN
 from models.transformer_lm import TransformerLM
@@ -274,6 +275,14 @@ def test_heads_end_to_end_on_a_tiny_ti_run(ti_run, small_data, tmp_path, capsys)
     tables = check_outputs(out, [0, 2], 1, 2, 1)
     assert_unablated_is_the_evaluation(tables, ti_run, "agree_subject", "agree_recent")
     assert "leans most to the subject noun" in capsys.readouterr().out
+
+
+def test_heads_writes_its_figures_in_the_format_asked(ti_run, small_data, tmp_path):
+    out = tmp_path / "analysis"
+    assert analysis(["heads", ti_run, "--data_dir", small_data, "--sentences", "20", "--top_k", "1", "--format", "pdf",
+                     "--out", str(out), "--device", "cpu"]) == 0
+    for figure in ("heads", "heads_ablation", "heads_subspace"):
+        assert_opens(out / f"{figure}.pdf")
 
 
 @needs_reference

@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from analysis.__main__ import main as analysis
 from analysis.predict import (COLUMNS, Settings, balanced_accuracy, earliest, predict, r2, ridge, schemes,
                               softmax_regression, stopping, summary)
-from helpers import ARGS, assert_one_line, evals, read_csv, write_run
+from helpers import ARGS, assert_one_line, assert_opens, evals, read_csv, write_run
 from models.weight_statistics import NAMES
 
 EVERY = 100
@@ -226,6 +226,13 @@ def test_the_command_writes_its_table_and_figure_and_says_from_when(tmp_path, ca
     assert "over runs: from 20% of training on (step 400), the commitment is told with balanced accuracy ≥ 0.9" \
         in printed
     assert f"wrote predict.csv, predict.png to {out}" in printed
+
+
+def test_the_figure_is_written_in_the_format_asked(tmp_path, capsys):
+    runs, out = write_sweep(tmp_path / "runs"), tmp_path / "out"
+    assert analysis(["predict", runs, "--folds", "2", "--format", "svg", "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["predict.csv", "predict.svg"]
+    assert_opens(out / "predict.svg")
 
 
 def bad_input(tmp_path) -> dict[str, tuple[list[str], str]]:
