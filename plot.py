@@ -715,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     def command():
         # Reading runs needs the project's analysis code; imported here so that `import plot` stays light.
         from analysis.runs import curves, find_runs
-        from analysis.seen import run_series
+        from analysis.seen import run_figure
 
         args = parser.parse_args(argv)
         if args.dpi < 1:
@@ -728,8 +728,7 @@ def main(argv: list[str] | None = None) -> int:
             check_folder_can_be_made(out, "--out")
             for run in runs:
                 path = os.path.join(out, f"{os.path.basename(run.path)}_run.{args.format}")
-                frame, accuracy, seen = run_series(run, args.data_dir)
-                save(run_view(frame, accuracy, run.name, seen), path, args.dpi)
+                save(run_figure(run, args.data_dir), path, args.dpi)
                 print(f"wrote {path}")
             return
         out = args.out or os.path.join("analysis", "plot.png")

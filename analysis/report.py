@@ -23,7 +23,7 @@ from analysis.arguments import MULTI_RUN_OUT, add_count
 from analysis.hmm import MIN_RUNS
 from analysis.outputs import Outputs
 from analysis.runs import RunDir, find_runs, read_metrics
-from analysis.seen import run_series
+from analysis.seen import run_figure
 from models.weight_statistics import PREFIX
 from util import atomic_write_text, check_folder_can_be_made
 
@@ -74,8 +74,7 @@ def run_figures(runs: list[RunDir], folder: str, data_dir: str | None, dpi: int)
     paths = {}
     for run in runs:
         relative = os.path.join("runs", f"{os.path.basename(run.path)}_run.png")
-        frame, accuracy, seen = run_series(run, data_dir)
-        plot.save(plot.run_view(frame, accuracy, run.name, seen), os.path.join(folder, relative), dpi)
+        plot.save(run_figure(run, data_dir), os.path.join(folder, relative), dpi)
         paths[run.name] = relative
     return paths
 

@@ -17,6 +17,7 @@ from data_utils import question, tense
 from data_utils.config import DataConfig
 from data_utils.example import Example
 from data_utils.load import load_task
+import plot
 from analysis.runs import RULE_SHARES, RunDir, read_metrics
 from data_utils.registry import REGISTRY, dataset_folders, missing_files
 from util import HierGenError
@@ -88,6 +89,12 @@ def seen_accuracy(frame: pd.DataFrame, types: pd.DataFrame) -> pd.DataFrame:
         with np.errstate(invalid="ignore"):  # no line of that kind: NaN, an empty cell
             out[column] = np.nan_to_num(acc) @ lines / (logged @ lines)
     return pd.DataFrame(out, index=frame.index)
+
+
+def run_figure(run: RunDir, data_dir: str | None = None):
+    """The figure `plot.py --per_run` draws of a run: plot.run_view of its run_series."""
+    frame, accuracy, seen = run_series(run, data_dir)
+    return plot.run_view(frame, accuracy, run.name, seen)
 
 
 def run_series(run: RunDir, data_dir: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series | None]:

@@ -12,13 +12,13 @@ its save_prefix either way.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shlex
 import tomllib
 from dataclasses import dataclass, replace
 
 from checkpoint import checkpoint_steps
+from config import read_args
 from util import HierGenError
 
 FOLDER = os.path.dirname(os.path.abspath(__file__))
@@ -78,9 +78,8 @@ def run_directories(save_dir: str) -> dict[str, str]:
     """{save_prefix: run directory} of the runs under save_dir (the furthest trained where two share one)."""
     found: dict[str, str] = {}
     for args_path in sorted(glob.glob(os.path.join(save_dir, "*", "args.json"))):
-        with open(args_path) as f:
-            prefix = json.load(f).get("save_prefix")
         path = os.path.dirname(args_path)
+        prefix = read_args(path).get("save_prefix")
         if prefix not in found or last_step(path) > last_step(found[prefix]):
             found[prefix] = path
     return found
