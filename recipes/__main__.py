@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     add_recipe(run_parser)
     run_parser.add_argument("--data_dir", default=os.path.join(recipes.REPO, "data_utils"),
                             help="where the datasets are (generated there when missing; default: data_utils)")
-    add_count(run_parser, "--jobs", os.cpu_count() or 1, "training processes at once, one condition each")
+    add_count(run_parser, "--jobs", os.cpu_count() or 1, "shares of the runs trained at once, one core each")
     run_parser.add_argument("--slurm", action="store_true",
                             help="submit the training as SLURM arrays (submit_gpu.sh) and the report as a job after them")
     add_count(run_parser, "--seeds_per_task", 1, "--slurm: seeds one array task trains")

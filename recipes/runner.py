@@ -1,8 +1,11 @@
 """Running a recipe: training what is not finished (here, or as SLURM arrays), then its analyses and report.
 
-Locally, each condition is one training process at a time (`--seeds`: all its unfinished seeds
-that resume from the same step), conditions in parallel, one core each. Every command is given
-`--resume`, so a rerun continues where a killed one stopped (from its latest checkpoint).
+Locally, the unfinished runs are dealt into one share per core, in recipe order and of equal
+training left; each share trains as one process per condition (`--seeds`: its seeds of that
+condition that resume from the same step), one after the other, the shares in parallel. Equal
+shares rather than a process per condition: three conditions on two cores would otherwise leave one
+core idle for a third of the time. Every command is given `--resume`, so a rerun continues where a
+killed one stopped (from its latest checkpoint).
 """
 from __future__ import annotations
 
@@ -38,20 +41,42 @@ def paths(out: str) -> tuple[str, str, str]:
     return os.path.join(out, "runs"), os.path.join(out, "logs"), os.path.join(out, "report")
 
 
-def unfinished(recipe: Recipe, save_dir: str) -> dict[str, list[list[int]]]:
-    """{condition: groups of its unfinished seeds, each group resuming from one step}."""
-    groups: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+def unfinished(recipe: Recipe, save_dir: str) -> dict[str, list[int]]:
+    """{condition: its unfinished seeds}, conditions with none left out."""
+    seeds: dict[str, list[int]] = defaultdict(list)
     for (condition, seed), step in progress(recipe, save_dir).items():
         if step < recipe.max_train_steps:
-            groups[condition][step].append(seed)
-    return {c: list(by_step.values()) for c, by_step in groups.items()}
+            seeds[condition].append(seed)
+    return dict(seeds)
+
+
+def shares(recipe: Recipe, save_dir: str, jobs: int) -> list[list[tuple[str, list[int]]]]:
+    """The unfinished runs in at most `jobs` shares of about equal steps left, each a list of
+    (condition, seeds) processes: a condition's seeds resuming from one step train together."""
+    left = [(c, seed, step, recipe.max_train_steps - max(step, 0)) for (c, seed), step in
+            progress(recipe, save_dir).items() if step < recipe.max_train_steps]
+    total = sum(steps for *_, steps in left)
+    parts: list[list[tuple[str, int, int]]] = [[] for _ in range(jobs)]
+    so_far = 0
+    for condition, seed, step, steps in left:
+        # A run joins the share in which the middle of its training falls.
+        parts[min(jobs - 1, (so_far + steps // 2) * jobs // total)].append((condition, seed, step))
+        so_far += steps
+    dealt = []
+    for part in parts:
+        groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for condition, seed, step in part:
+            groups[(condition, step)].append(seed)
+        if groups:
+            dealt.append([(condition, seeds) for (condition, _), seeds in groups.items()])
+    return dealt
 
 
 def train_locally(recipe: Recipe, out: str, data_dir: str, jobs: int) -> None:
-    """Train every unfinished run, conditions in parallel (at most `jobs` processes), one bar for all."""
+    """Train every unfinished run in `jobs` shares at once, one bar for all."""
     save_dir, logs, _ = paths(out)
     os.makedirs(logs, exist_ok=True)
-    todo = unfinished(recipe, save_dir)
+    todo = shares(recipe, save_dir, jobs)
     done = progress(recipe, save_dir)
     steps = {key: max(step, 0) for key, step in done.items()}  # advanced by the trainers' output
     # Not on a terminal (a log file), a line every minute rather than every second.
@@ -61,18 +86,18 @@ def train_locally(recipe: Recipe, out: str, data_dir: str, jobs: int) -> None:
     processes: list[subprocess.Popen] = []
     stopping = threading.Event()
 
-    def condition(name: str) -> None:
-        for seeds in todo[name]:
+    def share(part: list[tuple[str, list[int]]]) -> None:
+        for name, seeds in part:
             if stopping.is_set():
                 return
             command = [sys.executable, os.path.join(REPO, "train_transformers.py"),
                        *recipe.command(name, seeds, os.path.abspath(save_dir), data_dir)]
-            log = os.path.join(logs, f"{name}.log")
-            rc = train(command, log, os.path.join(logs, f"{name}.pid"), seeds, processes,
+            stem = os.path.join(logs, f"{name}_seeds{','.join(map(str, seeds))}")
+            rc = train(command, stem, name, seeds, processes,
                        lambda step: steps.update({(name, s): step for s in seeds}))
             if rc != 0:
                 failures.append(f"{name} (seeds {','.join(map(str, seeds))}; "
-                                + ("stopped: run again to continue)" if rc == STOPPED else f"exit code {rc}; see {log})"))
+                                + ("stopped: run again to continue)" if rc == STOPPED else f"exit code {rc}; see {stem}.log)"))
                 return
 
     def stop(signum, frame):
@@ -85,7 +110,7 @@ def train_locally(recipe: Recipe, out: str, data_dir: str, jobs: int) -> None:
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with ThreadPoolExecutor(max(1, jobs)) as pool:
-            futures = [pool.submit(condition, name) for name in todo]
+            futures = [pool.submit(share, part) for part in todo]
             while not all(f.done() for f in futures):
                 time.sleep(1)
                 bar.update(sum(steps.values()) - bar.n)
@@ -100,19 +125,21 @@ def train_locally(recipe: Recipe, out: str, data_dir: str, jobs: int) -> None:
         raise HierGenError(f"training did not finish: {'; '.join(failures)}")
 
 
-def train(command: list[str], log: str, pid_file: str, seeds: list[int], processes: list, reached) -> int:
-    """Run one training process, its output appended to `log`, reporting each step it prints;
-    `pid_file` says which seeds it trains while it lives (for `status`). Its own session: a Ctrl-C
+def train(command: list[str], stem: str, condition: str, seeds: list[int], processes: list, reached) -> int:
+    """Run one training process, its output appended to STEM.log, reporting each step it prints;
+    STEM.pid says which runs it trains while it lives (for `status`). Its own session: a Ctrl-C
     reaches the runner alone, which stops the trainers in order."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core per condition: the conditions share the rest
-    with open(log, "a") as f:
+    # One core per share: the shares use the rest. Unbuffered: the bar and the log follow each line.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    pid_file = stem + ".pid"
+    with open(stem + ".log", "a") as f:
         f.write(f"$ {shlex.join(command)}\n")
         f.flush()
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, bufsize=1, start_new_session=True)
         processes.append(process)
         with open(pid_file, "w") as p:
-            json.dump({"pid": process.pid, "seeds": seeds}, p)
+            json.dump({"pid": process.pid, "condition": condition, "seeds": seeds}, p)
         for line in process.stdout:
             f.write(line)
             if m := STEP_LINE.match(line):
@@ -145,8 +172,7 @@ def submit(recipe: Recipe, out: str, data_dir: str, per_task: int, sbatch_flags:
     save_dir, logs, _ = paths(out)
     os.makedirs(logs, exist_ok=True)
     jobs = []
-    for condition, groups in unfinished(recipe, save_dir).items():
-        seeds = sorted(s for group in groups for s in group)
+    for condition, seeds in unfinished(recipe, save_dir).items():
         flags = [*recipe.flags, *recipe.conditions[condition], "--wandb_mode", os.environ.get("WANDB_MODE", "disabled")]
         env = {"HIER_GEN_DIR": REPO, "PYTHON": sys.executable, "SEEDS": ",".join(map(str, seeds)),
                "SEEDS_PER_TASK": str(per_task), "PREFIX": condition, "SAVE_DIR": os.path.abspath(save_dir),
@@ -181,7 +207,7 @@ def running(out: str) -> set[tuple[str, int]]:
             with open(os.path.join(logs, name)) as f:
                 record = json.load(f)
             if alive(record["pid"]):
-                busy.update((name[:-4], s) for s in record["seeds"])
+                busy.update((record["condition"], s) for s in record["seeds"])
     jobs_file = os.path.join(out, JOBS_FILE)
     if os.path.isfile(jobs_file):
         with open(jobs_file) as f:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ from data_utils.lines import read_text_lines
 from helpers import REPO, checkpoint_at, write_files, write_run
 from recipes import recipe as recipes
 from recipes.__main__ import main as recipes_main
-from recipes.runner import train_locally, unfinished
+from recipes.runner import shares, train_locally, unfinished
 
 # ti_complexity reads the default tense files (here their first lines); shrunk to seconds.
 SHRUNK = ["ti_complexity", "--steps", "20", "--seeds", "1"]
@@ -58,7 +60,18 @@ def test_expansion_shrinks_and_groups_unfinished_seeds_by_their_resume_step(tmp_
     write_run(tmp_path / "disamb1000_seed1_77", {"save_prefix": "disamb1000_seed1"}, None)
     (tmp_path / "disamb1000_seed1_77" / "checkpoint_40.pth").touch()
     assert recipes.progress(recipe, str(tmp_path))[("disamb1000", 1)] == 40
-    assert unfinished(recipe, str(tmp_path)) == {"disamb0": [[1, 2]], "disamb1000": [[0, 2]]}
+    assert unfinished(recipe, str(tmp_path)) == {"disamb0": [1, 2], "disamb1000": [0, 2]}
+    # Steps left: 20, 20 (resuming at 20), 40, 40 (new); shares of equal steps left.
+    assert shares(recipe, str(tmp_path), 1) == [[("disamb0", [1, 2]), ("disamb1000", [0, 2])]]
+    assert shares(recipe, str(tmp_path), 2) == [[("disamb0", [1, 2])], [("disamb1000", [0, 2])]]
+    assert shares(recipe, str(tmp_path), 3) == [[("disamb0", [1, 2])], [("disamb1000", [0])], [("disamb1000", [2])]]
+
+
+def test_three_conditions_on_two_cores_split_one_condition_between_them(tmp_path):
+    recipe = recipes.load("ti_complexity", "mini")
+    assert shares(recipe, str(tmp_path), 2) == [[("simple", [0, 1, 2, 3, 4]), ("complex", [0, 1])],
+                                                [("complex", [2, 3, 4]), ("both", [0, 1, 2, 3, 4])]]
+    assert shares(recipe, str(tmp_path), 16) == [[(c, [s])] for c in recipe.conditions for s in recipe.seeds]
 
 
 def test_unknown_recipe_is_one_line(capsys):
@@ -88,7 +101,7 @@ def test_a_half_done_recipe_trains_only_what_is_missing(tiny_ti, tmp_path, capsy
     assert recipes_main(["status", *SHRUNK, "--out", out]) == 0
     assert capsys.readouterr().out.count("1 done; 0 running; 0 missing") == 3
     assert os.path.isfile(tmp_path / "exp" / "report" / "index.html")
-    assert sorted(os.listdir(tmp_path / "exp" / "logs")) == ["both.log", "complex.log", "simple.log"]
+    assert sorted(os.listdir(tmp_path / "exp" / "logs")) == ["both_seeds0.log", "complex_seeds0.log", "simple_seeds0.log"]
 
 
 @pytest.mark.slurm
@@ -114,3 +127,29 @@ def test_slurm_trains_arrays_then_reports(slurm_cluster, tiny_ti, tmp_path):
     status = subprocess.run([sys.executable, "-m", "recipes", "status", "ti_complexity", "--steps", "20", "--seeds",
                              "2", "--out", str(out)], cwd=REPO, env=slurm_cluster.env, capture_output=True, text=True)
     assert status.stdout.count("2 done; 0 running; 0 missing") == 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_every_running_trainer_and_says_how_to_continue(tiny_ti, tmp_path):
+    out = tmp_path / "exp"
+    shrunk = ["ti_complexity", "--steps", "100000", "--seeds", "2", "--out", str(out)]
+    runner = subprocess.Popen([sys.executable, "-m", "recipes", "run", *shrunk, "--data_dir", tiny_ti, "--jobs", "2"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Shares of 2 cores: simple 0,1 then complex 0; complex 1 then both 0,1. Wait for both first
+    # processes to have evaluated at step 200.
+    logs = [out / "logs" / "simple_seeds0,1.log", out / "logs" / "complex_seeds1.log"]
+    deadline = time.monotonic() + 120
+    while not all(log.exists() and "step 200:" in log.read_text() for log in logs):
+        assert runner.poll() is None and time.monotonic() < deadline, runner.communicate()
+        time.sleep(0.2)
+    runner.send_signal(signal.SIGINT)
+    stdout, stderr = runner.communicate(timeout=120)
+    assert runner.returncode == 2, stderr
+    assert stderr.strip().splitlines()[-1] == ("error: training did not finish: simple (seeds 0,1; stopped: run again "
+                                               "to continue); complex (seeds 1; stopped: run again to continue)")
+    assert "Traceback" not in stderr
+    assert sorted(os.listdir(out / "logs")) == sorted(log.name for log in logs)  # no pid file left; nothing else began
+    for run in ("simple_seed0", "simple_seed1", "complex_seed1"):
+        step = recipes.last_step(str(out / "runs" / run))
+        assert 200 <= step < 100000  # checkpointed where the stop found it
+    assert not (out / "runs" / "complex_seed0").exists() and not (out / "runs" / "both_seed0").exists()
