@@ -82,11 +82,11 @@ def train_locally(recipe: Recipe, out: str, data_dir: str, jobs: int) -> None:
     # Not on a terminal (a log file), a line every minute rather than every second.
     bar = tqdm(total=len(steps) * recipe.max_train_steps, initial=sum(steps.values()), unit="step",
                desc=recipe.name, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 60)
-    failures: list[str] = []
+    failures: dict[int, str] = {}  # by share, so that the message lists them in recipe order
     processes: list[subprocess.Popen] = []
     stopping = threading.Event()
 
-    def share(part: list[tuple[str, list[int]]]) -> None:
+    def share(index: int, part: list[tuple[str, list[int]]]) -> None:
         for name, seeds in part:
             if stopping.is_set():
                 return
@@ -96,8 +96,8 @@ def train_locally(recipe: Recipe, out: str, data_dir: str, jobs: int) -> None:
             rc = train(command, stem, name, seeds, processes,
                        lambda step: steps.update({(name, s): step for s in seeds}))
             if rc != 0:
-                failures.append(f"{name} (seeds {','.join(map(str, seeds))}; "
-                                + ("stopped: run again to continue)" if rc == STOPPED else f"exit code {rc}; see {stem}.log)"))
+                failures[index] = (f"{name} (seeds {','.join(map(str, seeds))}; "
+                                   + ("stopped: run again to continue)" if rc == STOPPED else f"exit code {rc}; see {stem}.log)"))
                 return
 
     def stop(signum, frame):
@@ -110,7 +110,7 @@ def train_locally(recipe: Recipe, out: str, data_dir: str, jobs: int) -> None:
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with ThreadPoolExecutor(max(1, jobs)) as pool:
-            futures = [pool.submit(share, part) for part in todo]
+            futures = [pool.submit(share, i, part) for i, part in enumerate(todo)]
             while not all(f.done() for f in futures):
                 time.sleep(1)
                 bar.update(sum(steps.values()) - bar.n)
@@ -122,17 +122,16 @@ def train_locally(recipe: Recipe, out: str, data_dir: str, jobs: int) -> None:
     bar.update(sum(steps.values()) - bar.n)
     bar.close()
     if failures:
-        raise HierGenError(f"training did not finish: {'; '.join(failures)}")
+        raise HierGenError(f"training did not finish: {'; '.join(failures[i] for i in sorted(failures))}")
 
 
 def train(command: list[str], stem: str, condition: str, seeds: list[int], processes: list, reached) -> int:
     """Run one training process, its output appended to STEM.log, reporting each step it prints;
     STEM.pid says which runs it trains while it lives (for `status`). Its own session: a Ctrl-C
     reaches the runner alone, which stops the trainers in order."""
-    # One core per share: the shares use the rest. Unbuffered: the bar and the log follow each line.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core per share: the shares use the rest
     pid_file = stem + ".pid"
-    with open(stem + ".log", "a") as f:
+    with open(stem + ".log", "a", buffering=1) as f:  # line by line: the log follows the trainer
         f.write(f"$ {shlex.join(command)}\n")
         f.flush()
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
