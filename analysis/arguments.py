@@ -35,6 +35,12 @@ def add_run(parser: argparse.ArgumentParser) -> None:
     add_format(parser)
 
 
+def add_conditions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conditions", choices=("flags", "prefix"), default="flags",
+                        help="name each condition by the flags that differ between conditions (default), "
+                             "or by the runs' --save_prefix without _seed{N} (recipes name theirs so)")
+
+
 def add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=plot.FORMATS, default="png", help="format of the figures (default: png)")
     add_count(parser, "--dpi", plot.DPI, "resolution of PNG figures, dots per inch")

@@ -26,7 +26,7 @@ from sklearn.mixture import GaussianMixture
 
 import plot
 from analysis import seen
-from analysis.arguments import add_runs, outputs
+from analysis.arguments import add_conditions, add_runs, outputs
 from analysis.outputs import Outputs
 from analysis.runs import RULE_SHARES, RunDir, common_steps, find_runs, read_runs, rule_shares, trajectory_rows
 
@@ -49,6 +49,7 @@ class Settings:
     stable_tv: float = 0.05       # stable: late TV per 10k steps at most this
     regime_share: float = 0.8     # share of a condition's seeds that sets its regime
     memorization_gap: float = 0.5  # |seen - unseen| end accuracy of a memorizing seed
+    conditions: str = "flags"     # how conditions are named: by the flags that differ, or "prefix"
 
 
 def end_value(values: np.ndarray, m: int = 5) -> float:
@@ -224,7 +225,7 @@ def dynamics(runs: list[RunDir], s: Settings = Settings(),
              data_dir: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """runs.csv, conditions.csv and the metric's trajectories (for plot.trajectories) as DataFrames;
     comparisons_frame(runs.csv) compares the conditions."""
-    table, frames = read_runs(runs, logged_names(s))
+    table, frames = read_runs(runs, logged_names(s), by=s.conditions)
     frames = common_steps(frames, table, s.metric)
     per_run = runs_frame(table, frames, {run.name: run.args for run in runs}, s, data_dir)
     return per_run, conditions_frame(per_run, s), trajectory_rows(table, frames, s.metric)
@@ -234,13 +235,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_runs(parser)
     parser.add_argument("--metric", default=Settings.metric,
                         help="the generalization metric a(t) (default: test_aux)")
+    add_conditions(parser)
     parser.add_argument("--data_dir", default=None,
                         help="where the runs' data folders are (default: as each args.json says, "
                              "relative to the current directory)")
 
 
 def command(args: argparse.Namespace) -> None:
-    write_dynamics(find_runs(args.runs), Settings(metric=args.metric), args.data_dir, outputs(args))
+    write_dynamics(find_runs(args.runs), Settings(metric=args.metric, conditions=args.conditions), args.data_dir,
+                   outputs(args))
 
 
 def write_dynamics(runs: list[RunDir], s: Settings, data_dir: str | None,

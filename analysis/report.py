@@ -19,7 +19,7 @@ import pandas as pd
 
 import plot
 from analysis import dynamics
-from analysis.arguments import MULTI_RUN_OUT, add_count
+from analysis.arguments import MULTI_RUN_OUT, add_conditions, add_count
 from analysis.hmm import MIN_RUNS
 from analysis.outputs import Outputs
 from analysis.runs import RunDir, find_runs, read_metrics
@@ -176,6 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help=f"output folder (default: ./{MULTI_RUN_OUT})")
     parser.add_argument("--metric", default=dynamics.Settings.metric,
                         help="the generalization metric a(t) (default: test_aux)")
+    add_conditions(parser)
     parser.add_argument("--data_dir", default=None,
                         help="where the runs' data folders are (default: as each args.json says)")
     add_count(parser, "--dpi", plot.DPI, "resolution of the figures, dots per inch")
@@ -186,7 +187,7 @@ def command(args: argparse.Namespace) -> None:
     folder = args.out or MULTI_RUN_OUT
     check_folder_can_be_made(folder, "--out")
     runs = find_runs(args.runs)
-    s = dynamics.Settings(metric=args.metric)
+    s = dynamics.Settings(metric=args.metric, conditions=args.conditions)
     per_run, per_condition, compared = dynamics.write_dynamics(runs, s, args.data_dir, Outputs(folder, "png", args.dpi))
     figures = run_figures(runs, folder, args.data_dir, args.dpi)
     analyses = {run.name: copy_run_analyses(run, folder) for run in runs}

@@ -133,11 +133,13 @@ def _rows(events: list[dict], columns: list[str]) -> list:
     return rows
 
 
-def condition_names(runs: list[RunDir]) -> list[str]:
-    """Each run's condition: the `flag=value` pairs of the non-bookkeeping flags that differ.
-
-    When all runs form one condition, it is named by its dataset.
+def condition_names(runs: list[RunDir], by: str = "flags") -> list[str]:
+    """Each run's condition. By "flags": the `flag=value` pairs of the non-bookkeeping flags that
+    differ; when all runs form one condition, it is named by its dataset. By "prefix": the run's
+    --save_prefix without the `_seed{N}` that --seeds appends (a recipe's condition names).
     """
+    if by == "prefix":
+        return [re.sub(r"_seed\d+$", "", run.args.get("save_prefix") or run.name) for run in runs]
     keys = [{k: json.dumps(v, sort_keys=True) for k, v in run.args.items()
              if k not in BOOKKEEPING and not k.startswith("wandb_")} for run in runs]
     flags = sorted(set().union(*keys))
@@ -149,10 +151,12 @@ def _plain(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def run_table(runs: list[RunDir]) -> pd.DataFrame:
-    """run, condition (ordered: numbers by value, text naturally) and seed of each run."""
-    names = condition_names(runs)
-    order = sorted(set(names), key=lambda name: [_natural(part) for part in name.split(" ")])
+def run_table(runs: list[RunDir], by: str = "flags") -> pd.DataFrame:
+    """run, condition (named `by` condition_names) and seed of each run. Conditions named by flags
+    are ordered by value (numbers by value, text naturally); by prefix, in the order the runs come."""
+    names = condition_names(runs, by)
+    order = (list(dict.fromkeys(names)) if by == "prefix"
+             else sorted(set(names), key=lambda name: [_natural(part) for part in name.split(" ")]))
     table = pd.DataFrame({"run": [r.name for r in runs], "condition": names,
                           "seed": pd.array([r.seed for r in runs], dtype="Int64")})
     table["condition"] = pd.Categorical(table["condition"], categories=order, ordered=True)
@@ -190,13 +194,14 @@ def rule_shares(frame: pd.DataFrame) -> tuple[str, str] | None:
     return next(((h, l) for h, l in RULE_SHARES if h in frame and l in frame), None)
 
 
-def read_runs(runs: list[RunDir], names: list[str], workers: int | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """The run table (run_table) and each run's logged `names`, by run name.
+def read_runs(runs: list[RunDir], names: list[str], workers: int | None = None,
+              by: str = "flags") -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The run table (run_table, conditions named `by`) and each run's logged `names`, by run name.
 
     Parsing the JSON lines is most of the time of a sweep's analysis and holds the interpreter:
     many runs are read by `workers` processes (default: one per usable core).
     """
-    table = run_table(runs)
+    table = run_table(runs, by)
     by_name = {run.name: run for run in runs}
     ordered = [by_name[name] for name in table["run"]]
     workers = workers or len(os.sched_getaffinity(0))

@@ -159,7 +159,7 @@ def analyse(recipe: Recipe, out: str) -> str:
         raise HierGenError(f"no run of recipe {recipe.name} under {save_dir}")
     if weight_statistics_runs(find_runs(runs)) >= MIN_RUNS and analysis(["hmm", *runs, "--out", report]) != 0:
         print("no training map: hmm did not fit (above)", file=sys.stderr)
-    if analysis(["report", *runs, "--out", report]) != 0:
+    if analysis(["report", *runs, "--out", report, "--conditions", "prefix"]) != 0:
         raise HierGenError("report failed (above)")
     return os.path.join(report, "index.html")
 

@@ -125,3 +125,14 @@ def test_a_metric_never_logged_is_refused(tmp_path):
     table = run_table(runs)
     with pytest.raises(HierGenError, match="metric val_aux was never logged by run a"):
         common_steps({"a": read_metrics(runs[0], ["val_aux"])}, table, "val_aux")
+
+
+def test_conditions_by_prefix_are_the_save_prefixes_without_seed_in_the_order_given(tmp_path):
+    runs = runs_with(tmp_path, [{"save_prefix": "simple_seed0", "seed": 0, "include_present_simple_verb": True},
+                                {"save_prefix": "both_seed1", "seed": 1},
+                                {"save_prefix": "simple_seed1", "seed": 1, "include_present_simple_verb": True},
+                                {"save_prefix": "both_seed0", "seed": 0}])
+    assert condition_names(runs) == ["include_present_simple_verb=true", "include_present_simple_verb=null"] * 2
+    table = run_table(runs, by="prefix")
+    assert list(table["condition"].cat.categories) == ["simple", "both"]
+    assert table["run"].tolist() == ["r0", "r2", "r3", "r1"]

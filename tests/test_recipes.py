@@ -101,6 +101,9 @@ def test_a_half_done_recipe_trains_only_what_is_missing(tiny_ti, tmp_path, capsy
     assert recipes_main(["status", *SHRUNK, "--out", out]) == 0
     assert capsys.readouterr().out.count("1 done; 0 running; 0 missing") == 3
     assert os.path.isfile(tmp_path / "exp" / "report" / "index.html")
+    # The page names the conditions as the recipe does, in its order.
+    conditions = (tmp_path / "exp" / "report" / "conditions.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in conditions[1:]] == ["simple", "complex", "both"]
     assert sorted(os.listdir(tmp_path / "exp" / "logs")) == ["both_seeds0.log", "complex_seeds0.log", "simple_seeds0.log"]
 
 
