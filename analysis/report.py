@@ -52,6 +52,8 @@ def weight_statistics_runs(runs: list[RunDir]) -> int:
 
 def table_html(table: pd.DataFrame, rows: int | None = None) -> str:
     shown = table if rows is None else table.head(rows)
+    # to_html's na_rep skips pandas' own NA (bimodal of a condition too small to test): blank it too.
+    shown = shown.apply(lambda c: c if pd.api.types.is_float_dtype(c) else c.astype(object).where(c.notna(), ""))
     return shown.to_html(index=False, border=0, na_rep="", float_format=lambda x: f"{x:.3g}", escape=True)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import plot
 from analysis.__main__ import main as analysis
+from analysis.report import table_html
 from helpers import ARGS, assert_one_line, write_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -103,3 +104,10 @@ def test_report_without_runs_writes_nothing(tmp_path, capsys):
     assert analysis(["report", str(tmp_path / "none*"), "--out", str(out)]) == 2
     assert_one_line(capsys.readouterr().err, "no such run directory")
     assert not out.exists()
+
+
+def test_tables_leave_missing_values_blank_whatever_their_type():
+    table = pd.DataFrame({"bimodal": pd.array([True, None], dtype="boolean"), "dip_p": [0.1234, None],
+                          "n_runs": [10, 3], "regime": ["unstable", None]})
+    cells = re.findall(r"<td>(.*?)</td>", table_html(table))
+    assert cells == ["True", "0.123", "10", "unstable", "", "", "3", ""]
