@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, fields
 
 from data_utils.config import DataConfig, add_data_arguments
@@ -220,11 +221,21 @@ def read_args(run_dir: str) -> dict:
     return args
 
 
+def seeded(name: str, seed: int) -> str:
+    """The name of seed `seed` of a `--seeds` run named `name`: `{name}_seed{N}`."""
+    return f"{name}_seed{seed}"
+
+
+def unseeded(name: str) -> str:
+    """`name` without the `_seed{N}` that seeded appends."""
+    return re.sub(r"_seed\d+$", "", name)
+
+
 def seed_config(cfg: Config, seed: int) -> Config:
     """Seed `seed` of a `--seeds` run as its own single-seed run: its seed, run directory
     `{save_prefix}_seed{N}` and W&B run `{run_name}_seed{N}` (so that it can also continue alone)."""
     def own(name: str | None) -> str | None:
-        return f"{name}_seed{seed}" if name else name
+        return seeded(name, seed) if name else name
 
     t = cfg.train
     train = dataclasses.replace(t, seed=seed, seeds=(), save_prefix=own(t.save_prefix), run_name=own(t.run_name))

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from config import read_args
+from config import read_args, unseeded
 from util import HierGenError
 
 # Shares of each rule's answer on the generalization lines, (hierarchical, linear): QF, then TI
@@ -139,7 +139,7 @@ def condition_names(runs: list[RunDir], by: str = "flags") -> list[str]:
     --save_prefix without the `_seed{N}` that --seeds appends (a recipe's condition names).
     """
     if by == "prefix":
-        return [re.sub(r"_seed\d+$", "", run.args.get("save_prefix") or run.name) for run in runs]
+        return [unseeded(run.args.get("save_prefix") or run.name) for run in runs]
     keys = [{k: json.dumps(v, sort_keys=True) for k, v in run.args.items()
              if k not in BOOKKEEPING and not k.startswith("wandb_")} for run in runs]
     flags = sorted(set().union(*keys))

@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, replace
 
 from checkpoint import checkpoint_steps
-from config import read_args
+from config import read_args, seeded
 from util import HierGenError
 
 FOLDER = os.path.dirname(os.path.abspath(__file__))
@@ -94,5 +94,5 @@ def last_step(run_dir: str) -> int:
 def progress(recipe: Recipe, save_dir: str) -> dict[tuple[str, int], int]:
     """{(condition, seed): the step its latest checkpoint reached, -1 where none}."""
     found = run_directories(save_dir)
-    return {(c, seed): last_step(found[f"{c}_seed{seed}"]) if f"{c}_seed{seed}" in found else -1
+    return {(c, seed): last_step(found[seeded(c, seed)]) if seeded(c, seed) in found else -1
             for c in recipe.conditions for seed in recipe.seeds}

@@ -28,6 +28,7 @@ from analysis.__main__ import main as analysis
 from analysis.hmm import MIN_RUNS
 from analysis.report import weight_statistics_runs
 from analysis.runs import find_runs
+from config import seeded
 from recipes.recipe import REPO, Recipe, progress, run_directories
 from util import HierGenError
 
@@ -154,7 +155,7 @@ def analyse(recipe: Recipe, out: str) -> str:
     cannot fit (too few evaluations for its states) leaves the page without a map, not without a page."""
     save_dir, _, report = paths(out)
     found = run_directories(save_dir)
-    runs = [found[f"{c}_seed{s}"] for c in recipe.conditions for s in recipe.seeds if f"{c}_seed{s}" in found]
+    runs = [found[seeded(c, s)] for c in recipe.conditions for s in recipe.seeds if seeded(c, s) in found]
     if not runs:
         raise HierGenError(f"no run of recipe {recipe.name} under {save_dir}")
     if weight_statistics_runs(find_runs(runs)) >= MIN_RUNS and analysis(["hmm", *runs, "--out", report]) != 0:
